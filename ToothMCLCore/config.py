@@ -1,0 +1,189 @@
+"""Frozen configuration dataclasses with strict ``from_dict`` / ``to_dict``.
+
+Defaults are the ToothMCL paper's (Methods, Data Preprocessing and Training details). A model
+card stores the preprocessing a model was trained with, so inference always runs with the
+model's own settings; the CLI and the Slicer module only choose the model and the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _strict_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a mapping (got {type(data).__name__})")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(known)}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            value = data[f.name]
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
+
+
+def _to_dict(obj) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+@dataclass(frozen=True)
+class CBCTPreprocessConfig:
+    """How a CBCT volume is turned into network input.
+
+    Attributes:
+        spacing_mm: isotropic target voxel size (paper: 0.3 mm, trilinear for images).
+        clip_min, clip_max: intensity window before min-max normalisation (paper: [0, 2500]).
+        intensity_offset: value added to the stored intensities before clipping, or ``"auto"``.
+            Many scanners store CBCT in HU-like units with air near -1000 while the paper's
+            window [0, 2500] assumes air near 0. ``"auto"`` adds +1000 when the 0.5th
+            percentile of the volume is below -500 (air at -1000 leaves no doubt) and 0
+            otherwise; the decision is logged and written to the output provenance.
+    """
+
+    spacing_mm: float = 0.3
+    clip_min: float = 0.0
+    clip_max: float = 2500.0
+    intensity_offset: float | str = "auto"
+
+    def __post_init__(self):
+        if not (0.05 <= float(self.spacing_mm) <= 5.0):
+            raise ConfigError(f"spacing_mm must be within 0.05..5 mm (got {self.spacing_mm})")
+        if not self.clip_max > self.clip_min:
+            raise ConfigError(f"clip_max must exceed clip_min (got {self.clip_min}, {self.clip_max})")
+        if isinstance(self.intensity_offset, str) and self.intensity_offset != "auto":
+            raise ConfigError(f"intensity_offset must be a number or 'auto' (got {self.intensity_offset!r})")
+
+    from_dict = classmethod(_strict_from_dict)
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class ROIConfig:
+    """Cropping to the dentition before the fine model runs.
+
+    Attributes:
+        spacing_mm: voxel size the lightweight ROI model runs at.
+        threshold: probability above which a voxel is "tooth" for the ROI model.
+        margin_mm: margin added around the detected teeth on every side.
+        min_teeth_volume_mm3: below this the ROI model "found nothing" and the fallback runs.
+        fallback_intensity: normalised intensity above which a voxel is enamel/dentin-like, for
+            the fallback that needs no model (the largest bright cluster, with the margin).
+    """
+
+    spacing_mm: float = 1.5
+    threshold: float = 0.5
+    margin_mm: float = 8.0
+    min_teeth_volume_mm3: float = 500.0
+    fallback_intensity: float = 0.62
+
+    from_dict = classmethod(_strict_from_dict)
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class SlidingWindowConfig:
+    """MONAI sliding-window inference settings.
+
+    Attributes:
+        roi_size: window in voxels (k, j, i order of our arrays), each divisible by 32 for
+            SwinUNETR.
+        overlap: fraction of overlap between windows (MONAI default for Gaussian blending: 0.5;
+            we default to 0.25 because the Gaussian weights already hide seams, and it is 2x
+            fewer windows; the benchmark measures the Dice difference).
+        mode: ``"gaussian"`` blending.
+        sw_batch_size: windows per forward pass.
+    """
+
+    roi_size: tuple[int, int, int] = (128, 128, 128)
+    overlap: float = 0.25
+    mode: str = "gaussian"
+    sw_batch_size: int = 1
+
+    def __post_init__(self):
+        if len(self.roi_size) != 3 or any(int(s) % 32 for s in self.roi_size):
+            raise ConfigError(f"roi_size must be 3 sizes divisible by 32 (got {self.roi_size})")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1) (got {self.overlap})")
+
+    from_dict = classmethod(_strict_from_dict)
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Cleaning the network's label map.
+
+    Attributes:
+        min_tooth_volume_mm3: connected components smaller than this are dropped (a real tooth
+            crown alone is > 40 mm^3; islands are usually a few voxels).
+        lambda_order, delta_order: the FDI order prior of SOFTooth Eq. 13, reused to resolve
+            duplicated or swapped numbers after prediction, measured in tooth positions: lambda
+            is the paper's 4 per position, delta half a position (the paper's 0.15 of the arch
+            would keep neighbours swapped; see ``ToothMCLCore.postprocessing.assignment``).
+    """
+
+    min_tooth_volume_mm3: float = 20.0
+    lambda_order: float = 4.0
+    delta_order: float = 0.5
+
+    from_dict = classmethod(_strict_from_dict)
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to rebuild and run a checkpoint, stored as JSON beside the weights.
+
+    Attributes:
+        name: registry key, ``<modality>_<arch>_v<N>``.
+        version: semantic version of the weights.
+        task: ``"cbct_teeth"``, ``"cbct_roi"``, ``"ios_teeth"``.
+        architecture: builder key in ``ToothMCLCore.models.ARCHITECTURES``.
+        arch_args: keyword arguments of the builder.
+        class_scheme: ``ToothMCLCore.fdi`` scheme name (``"cbct"``, ``"binary"``, ...).
+        preprocess: preprocessing dict (:class:`CBCTPreprocessConfig` for CBCT models).
+        sliding_window: :class:`SlidingWindowConfig` dict.
+        sha256: SHA-256 of the safetensors file.
+        training_data, intended_use, notes: free text shown to users.
+        roi_model: registry name of the ROI model to crop with (CBCT models), or "".
+    """
+
+    name: str
+    version: str
+    task: str
+    architecture: str
+    arch_args: dict = field(default_factory=dict)
+    class_scheme: str = "cbct"
+    preprocess: dict = field(default_factory=dict)
+    sliding_window: dict = field(default_factory=dict)
+    sha256: str = ""
+    training_data: str = ""
+    intended_use: str = ""
+    notes: str = ""
+    roi_model: str = ""
+    metrics: dict = field(default_factory=dict)
+
+    from_dict = classmethod(_strict_from_dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny phantoms and tiny weights, made once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+TINY_ARCH = {"in_channels": 1, "out_channels": 34, "feature_size": 12, "depths": [1, 1, 1, 1]}
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    """A coarse (0.8 mm, oblique) CBCT phantom and its labels: fast to make and to segment."""
+    from ToothMCLCore.synthetic.cbct import make_cbct_phantom
+
+    return make_cbct_phantom(seed=7, spacing=0.8, orientation="oblique")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """Untrained SwinUNETR weights (fixed seed) with a card at 0.8 mm, for pipeline tests."""
+    import torch
+
+    from ToothMCLCore.config import CBCTPreprocessConfig, ModelCard, SlidingWindowConfig
+    from ToothMCLCore.models import build_model
+    from ToothMCLCore.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model("swinunetr", TINY_ARCH)
+    card = ModelCard(
+        name="cbct_swinunetr_tiny_v1", version="0.0.1", task="cbct_teeth", architecture="swinunetr",
+        arch_args=TINY_ARCH, preprocess=CBCTPreprocessConfig(spacing_mm=0.8).to_dict(),
+        sliding_window=SlidingWindowConfig(roi_size=(64, 64, 64)).to_dict(),
+    )
+    path = tmp_path_factory.mktemp("weights") / "cbct_swinunetr_tiny_v1.safetensors"
+    save_checkpoint(net, card, path)
+    return path

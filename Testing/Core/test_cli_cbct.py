@@ -1,0 +1,140 @@
+"""``toothmcl segment-cbct``: outputs in the input geometry, progress, and bad input refused."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ToothMCLCore.cli import main
+from ToothMCLCore.errors import CancelledError
+from ToothMCLCore.inference.cbct import CBCTPredictor
+from ToothMCLCore.io import read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def phantom_file(tmp_path_factory, small_phantom):
+    image, _ = small_phantom
+    path = tmp_path_factory.mktemp("input") / "phantom.nii.gz"
+    write_volume(path, image)
+    return path
+
+
+def test_segment_cbct_writes_seg_nrrd_on_the_input_grid(tmp_path, phantom_file, tiny_weights, capsys):
+    """The .seg.nrrd lies exactly on the input's oblique grid and Slicer's reader sees FDI segments."""
+    import slicerio
+
+    out = tmp_path / "teeth.seg.nrrd"
+    code = main(["segment-cbct", str(phantom_file), "-o", str(out), "--weights", str(tiny_weights),
+                 "--device", "cpu"])
+    assert code == 0 and out.is_file()
+    printed = capsys.readouterr().out
+    assert "teeth found" in printed and f"wrote {out}" in printed
+    source = read_volume(phantom_file)
+    labels = sitk.ReadImage(str(out))
+    assert labels.GetSize() == tuple(reversed(source.array.shape))
+    np.testing.assert_allclose(labels.GetDirection(), sitk.ReadImage(str(phantom_file)).GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(labels.GetOrigin(), sitk.ReadImage(str(phantom_file)).GetOrigin(), atol=1e-4)
+    seg = slicerio.read_segmentation(str(out))
+    for segment in seg["segments"]:
+        number = int(segment["name"].split()[0])
+        assert segment["labelValue"] == number
+
+
+def test_segment_cbct_writes_nifti_label_values(tmp_path, phantom_file, tiny_weights):
+    """A .nii.gz output holds FDI values (or 0/99) and the input's shape."""
+    out = tmp_path / "teeth.nii.gz"
+    assert main(["segment-cbct", str(phantom_file), "-o", str(out), "--weights", str(tiny_weights), "-q"]) == 0
+    labels = read_volume(out) if False else sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    allowed = {0, 99} | {q * 10 + p for q in (1, 2, 3, 4) for p in range(1, 9)}
+    assert set(np.unique(labels).tolist()) <= allowed
+    assert labels.shape == read_volume(phantom_file).array.shape
+
+
+def test_progress_reports_named_stages_and_cancel_stops_everything(small_phantom, tiny_weights):
+    """Stages arrive in order; a cancel during segmentation raises and nothing is returned."""
+    image, _ = small_phantom
+    predictor = CBCTPredictor(weights=tiny_weights, device="cpu")
+    seen = []
+    predictor.predict(image, progress=lambda stage, f: seen.append((stage, f)))
+    stages = [s for s, _ in seen]
+    assert stages[0] == "preprocess" and stages[-1] == "done"
+    assert {"crop", "segment", "postprocess", "restore"} <= set(stages)
+    assert [f for _, f in seen] == sorted(f for _, f in seen)
+
+    cancel = threading.Event()
+
+    def cancel_when_segmenting(stage, fraction):
+        if stage == "segment":
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        predictor.predict(image, progress=cancel_when_segmenting, cancel=cancel)
+
+
+def _bad_inputs(tmp):
+    """(name, path) of files a user might pass by mistake."""
+    files = {}
+    (tmp / "notes.nrrd").write_text("this is not an image\n")
+    files["text named .nrrd"] = tmp / "notes.nrrd"
+    img = sitk.GetImageFromArray(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32))
+    sitk.WriteImage(img, str(tmp / "full.nii.gz"))
+    data = (tmp / "full.nii.gz").read_bytes()
+    (tmp / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
+    files["truncated"] = tmp / "truncated.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((30, 30), np.float32)), str(tmp / "flat.nrrd"))
+    files["2-D"] = tmp / "flat.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, 10, 10, 10), np.float32)), str(tmp / "four.nii.gz"))
+    files["4-D"] = tmp / "four.nii.gz"
+    rgb = sitk.GetImageFromArray(np.ones((10, 10, 10, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp / "rgb.nrrd"))
+    files["RGB"] = tmp / "rgb.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((10, 10, 10), 7, np.float32)), str(tmp / "constant.nrrd"))
+    files["constant"] = tmp / "constant.nrrd"
+    nan = np.ones((10, 10, 10), np.float32)
+    nan[5, 5, 5] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(nan), str(tmp / "nan.nrrd"))
+    files["NaN"] = tmp / "nan.nrrd"
+    metres = sitk.GetImageFromArray(np.random.default_rng(0).random((10, 10, 10)).astype(np.float32))
+    metres.SetSpacing((0.0003, 0.0003, 0.0003))
+    sitk.WriteImage(metres, str(tmp / "metres.nrrd"))
+    files["spacing in metres"] = tmp / "metres.nrrd"
+    (tmp / "huge.nrrd").write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 3000 3000 3000\n"
+                                    b"encoding: raw\nspacings: 0.3 0.3 0.3\n\n")
+    files["too large"] = tmp / "huge.nrrd"
+    files["missing"] = tmp / "nowhere.nii.gz"
+    return files
+
+
+BAD = ["text named .nrrd", "truncated", "2-D", "4-D", "RGB", "constant", "NaN", "spacing in metres",
+       "too large", "missing"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_input_exits_nonzero_with_one_line_and_no_output(tmp_path, tiny_weights, capsys, kind):
+    """Every bad input: exit code > 0, a single 'toothmcl: error:' line, no output file."""
+    path = _bad_inputs(tmp_path)[kind]
+    out = tmp_path / "out" / "teeth.seg.nrrd"
+    out.parent.mkdir()
+    code = main(["segment-cbct", str(path), "-o", str(out), "--weights", str(tiny_weights)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("toothmcl: error:")
+    assert list(out.parent.iterdir()) == []
+
+
+def test_unknown_output_format_is_refused_before_any_work(tmp_path, phantom_file, capsys):
+    """-o teeth.png fails at once, naming the formats that work."""
+    code = main(["segment-cbct", str(phantom_file), "-o", str(tmp_path / "teeth.png")])
+    assert code != 0 and ".seg.nrrd" in capsys.readouterr().err
+    assert not (tmp_path / "teeth.png").exists()
+
+
+def test_missing_weights_leave_no_output(tmp_path, phantom_file, capsys):
+    """A wrong --weights path fails with advice and writes nothing."""
+    out = tmp_path / "teeth.seg.nrrd"
+    code = main(["segment-cbct", str(phantom_file), "-o", str(out), "--weights", str(tmp_path / "no.safetensors")])
+    assert code != 0 and "not found" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,120 @@
+"""Checkpoints (safetensors + card, SHA-256 checked) and the named-model registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ToothMCLCore.errors import WeightsError
+from ToothMCLCore.models.checkpoint import card_path, load_checkpoint, read_card, sha256_of
+from ToothMCLCore.models.registry import load_registry, resolve_weights
+
+
+@pytest.fixture
+def registry(tmp_path, tiny_weights, monkeypatch):
+    """A registry file with one file:// entry and an empty cache folder."""
+    source = tmp_path / "server"
+    source.mkdir()
+    shutil.copy(tiny_weights, source / tiny_weights.name)
+    shutil.copy(card_path(tiny_weights), card_path(source / tiny_weights.name))
+    entry = {"url": (source / tiny_weights.name).as_uri(), "sha256": sha256_of(tiny_weights)}
+    reg = tmp_path / "registry.json"
+    reg.write_text(json.dumps({"cbct_swinunetr_tiny_v1": entry}))
+    monkeypatch.setenv("TOOTHMCL_REGISTRY", str(reg))
+    monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "cache"))
+    return reg, source
+
+
+def test_checkpoint_round_trip_gives_the_same_network(tiny_weights):
+    """A saved network reloads with identical tensors and its card's architecture."""
+    import torch
+
+    model, card = load_checkpoint(tiny_weights)
+    assert card.architecture == "swinunetr" and card.sha256 == sha256_of(tiny_weights)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tiny_weights))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key])
+
+
+def test_tampered_weights_are_refused(tiny_weights, tmp_path):
+    """One changed byte makes the SHA-256 differ from the card: refused with advice."""
+    bad = tmp_path / tiny_weights.name
+    shutil.copy(tiny_weights, bad)
+    shutil.copy(card_path(tiny_weights), card_path(bad))
+    data = bytearray(bad.read_bytes())
+    data[-10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="SHA-256 .* download it again"):
+        load_checkpoint(bad)
+
+
+def test_pickled_checkpoints_are_never_loaded(tmp_path):
+    """A .pt/.pth file is refused by name before anything is read."""
+    pt = tmp_path / "model.pth"
+    pt.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(WeightsError, match="never loads pickled"):
+        load_checkpoint(pt)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tiny_weights, tmp_path):
+    """A card claiming another feature size makes loading fail with a clear message."""
+    bad = tmp_path / tiny_weights.name
+    shutil.copy(tiny_weights, bad)
+    card = json.loads(card_path(tiny_weights).read_text())
+    card["arch_args"]["feature_size"] = 24
+    card_path(bad).write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="do not fit architecture"):
+        load_checkpoint(bad)
+
+
+def test_missing_card_is_an_error(tiny_weights, tmp_path):
+    """Weights without their .json card cannot be rebuilt."""
+    lonely = tmp_path / tiny_weights.name
+    shutil.copy(tiny_weights, lonely)
+    with pytest.raises(WeightsError, match="needs its .json card"):
+        load_checkpoint(lonely)
+
+
+def test_named_model_is_downloaded_once_into_the_cache(registry, tmp_path):
+    """file:// entries are copied into the cache, then served from it even if the source goes."""
+    _, source = registry
+    path, sha = resolve_weights("cbct_swinunetr_tiny_v1")
+    assert path.is_file() and str(path).startswith(str(tmp_path / "cache"))
+    assert sha256_of(path) == sha and read_card(card_path(path)).name == "cbct_swinunetr_tiny_v1"
+    shutil.rmtree(source)
+    again, _ = resolve_weights("cbct_swinunetr_tiny_v1")
+    assert again == path
+    model, card = load_checkpoint(again, expected_sha256=sha)
+    assert card.task == "cbct_teeth"
+
+
+def test_registry_checksum_mismatch_keeps_nothing(registry, tmp_path):
+    """A served file that is not the registered one is refused and not cached."""
+    reg, _ = registry
+    data = json.loads(reg.read_text())
+    data["cbct_swinunetr_tiny_v1"]["sha256"] = "0" * 64
+    reg.write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="not the registered one"):
+        resolve_weights("cbct_swinunetr_tiny_v1")
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_offline_download_says_where_to_put_the_file(registry, tmp_path):
+    """When the URL cannot be reached the error names the cache path to fill by hand."""
+    reg, _ = registry
+    data = json.loads(reg.read_text())
+    data["cbct_swinunetr_tiny_v1"]["url"] = "http://127.0.0.1:9/cbct_swinunetr_tiny_v1.safetensors"
+    reg.write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="offline.*put them at .*cache"):
+        resolve_weights("cbct_swinunetr_tiny_v1")
+
+
+def test_unknown_model_lists_the_known_ones(registry):
+    """A typo in --model lists the names that exist."""
+    with pytest.raises(WeightsError, match="known models: .*cbct_swinunetr_tiny_v1"):
+        resolve_weights("cbct_swinunetr_tiny_v2")
+    assert "cbct_swinunetr_tiny_v1" in load_registry()

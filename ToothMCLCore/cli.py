@@ -1,0 +1,158 @@
+"""The ``toothmcl`` command line.
+
+Subcommands: ``demo``, ``segment-cbct``, ``models``. Every :class:`ToothMCLError` becomes one
+line on stderr and its exit code; no output file is left behind on failure (writers are
+atomic and run only after the segmentation succeeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import OutputError, ToothMCLError
+
+logger = logging.getLogger("toothmcl")
+
+CBCT_OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; stage changes only when not a terminal."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        stream = stream or sys.stderr
+        self.stream, self.enabled = stream, enabled
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last_stage = None
+        self.start = time.monotonic()
+
+    def __call__(self, stage: str, fraction: float):
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        if self.tty:
+            width = 30
+            filled = int(round(width * fraction))
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r[{bar}] {fraction * 100:5.1f}% {stage:<12} {elapsed:6.1f}s")
+            if fraction >= 1.0:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif stage != self.last_stage:
+            self.stream.write(f"{stage}... ({elapsed:.1f}s)\n")
+            self.stream.flush()
+        self.last_stage = stage
+
+
+def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+    from .io.atomic import full_suffix
+
+    out = Path(path)
+    if full_suffix(out) not in suffixes:
+        raise OutputError(f"output {out.name} must end in one of {', '.join(suffixes)}")
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        raise OutputError(f"output folder {out.parent} does not exist; create it first")
+    return out
+
+
+def write_cbct_labels(path: Path, result) -> None:
+    """Write a CBCT result as ``.seg.nrrd`` (segments + provenance) or a plain label map."""
+    from .io import write_labelmap, write_seg_nrrd
+    from .io.atomic import full_suffix
+
+    if full_suffix(path) == ".seg.nrrd":
+        write_seg_nrrd(path, result.labels.array, result.labels, attributes={
+            k: str(v) for k, v in result.provenance.items()})
+    else:
+        write_labelmap(path, result.labels.array, result.labels)
+
+
+def print_teeth_table(teeth, stream=None) -> None:
+    stream = stream or sys.stdout
+    stream.write(f"{'FDI':>4}  {'tooth':<34} {'volume mm3':>11}\n")
+    for t in teeth:
+        stream.write(f"{t.fdi:>4}  {t.name:<34} {t.volume_mm3:>11.1f}\n")
+    stream.write(f"{len(teeth)} teeth found\n")
+
+
+def cmd_segment_cbct(args) -> int:
+    from .inference.cbct import CBCTPredictor
+    from .io import read_volume
+
+    out = _check_output(args.output, CBCT_OUTPUT_SUFFIXES)
+    volume = read_volume(args.input)
+    predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device)
+    if predictor.device.type == "cpu":
+        logger.info("running on CPU; a GPU is much faster for full-resolution models")
+    result = predictor.predict(volume, progress=_Progress(enabled=not args.quiet))
+    write_cbct_labels(out, result)
+    print_teeth_table(result.teeth)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(out_dir=Path(args.out), device=args.device, seed=args.seed,
+                    progress=_Progress(enabled=not args.quiet))
+
+
+def cmd_models(args) -> int:
+    from .models.registry import load_registry
+
+    for name, entry in sorted(load_registry().items()):
+        print(f"{name:<28} {entry.sha256[:12]}  {entry.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toothmcl", description="Segment and number teeth (FDI) in CBCT volumes.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment-cbct", help="segment the teeth of a CBCT volume")
+    s.add_argument("input", help="NIfTI, NRRD, MHA file or DICOM series folder")
+    s.add_argument("-o", "--output", required=True, help="OUTPUT.seg.nrrd or OUTPUT.nii.gz")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--model", help="registry name (see 'toothmcl models')")
+    g.add_argument("--weights", help="path to a .safetensors file with its .json card")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_segment_cbct)
+
+    d = sub.add_parser("demo", help="segment a synthetic phantom with the demo weights and print Dice")
+    d.add_argument("--out", default="toothmcl-demo", help="output folder (default: ./toothmcl-demo)")
+    d.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    d.add_argument("--seed", type=int, default=2024, help="phantom seed (not used in training)")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("models", help="list the named models")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ToothMCLError as exc:
+        print(f"toothmcl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("toothmcl: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("toothmcl: error: out of memory; crop or downsample the volume first", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

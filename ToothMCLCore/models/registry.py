@@ -1,0 +1,146 @@
+"""Named models: a registry of (URL, SHA-256) entries and a local download cache.
+
+A name such as ``cbct_swinunetr_demo_v1`` resolves to a ``.safetensors`` file and its card:
+
+1. bundled weights shipped inside the package (``bundled:`` URLs) are used in place;
+2. otherwise the cache (``$TOOTHMCL_CACHE`` or ``~/.cache/toothmcl``) is checked;
+3. otherwise the weights and card are downloaded once (``file://``, ``https://``), checked
+   against the SHA-256 and moved into the cache atomically.
+
+Nothing is downloaded at import. Offline, the error names the URL and the exact path where
+the user can put the file by hand. Extra entries come from a JSON file (``$TOOTHMCL_REGISTRY``
+or the ``registry_file`` argument): ``{"name": {"url": ..., "sha256": ..., "description": ...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import WeightsError
+from .checkpoint import card_path, sha256_of
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One named model.
+
+    Attributes:
+        name: ``<modality>_<arch>_v<N>``.
+        url: where the ``.safetensors`` file lives; its card is the same URL ending ``.json``.
+        sha256: expected SHA-256 of the weights.
+        description: one line for ``toothmcl models``.
+    """
+
+    name: str
+    url: str
+    sha256: str
+    description: str = ""
+
+
+def _bundled_entries() -> dict[str, RegistryEntry]:
+    """Entries for the weights shipped in the package, read from their cards (no download)."""
+    entries = {}
+    if BUNDLED_DIR.is_dir():
+        for card_file in sorted(BUNDLED_DIR.glob("*.json")):
+            try:
+                card = json.loads(card_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                logger.warning("ignoring unreadable bundled model card %s", card_file)
+                continue
+            name = card.get("name", card_file.stem)
+            entries[name] = RegistryEntry(
+                name=name,
+                url=f"bundled:{card_file.stem}.safetensors",
+                sha256=card.get("sha256", ""),
+                description=card.get("intended_use", ""),
+            )
+    return entries
+
+
+def load_registry(registry_file: str | os.PathLike | None = None) -> dict[str, RegistryEntry]:
+    """All known entries: bundled ones, then those of ``registry_file`` / ``$TOOTHMCL_REGISTRY``."""
+    entries = _bundled_entries()
+    path = registry_file or os.environ.get("TOOTHMCL_REGISTRY")
+    if path:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WeightsError(f"registry file {path} cannot be read ({exc}); fix or remove it") from None
+        for name, item in data.items():
+            try:
+                entries[name] = RegistryEntry(name=name, url=item["url"], sha256=item["sha256"],
+                                              description=item.get("description", ""))
+            except (KeyError, TypeError):
+                raise WeightsError(
+                    f"registry entry {name!r} in {path} needs 'url' and 'sha256'"
+                ) from None
+    return entries
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TOOTHMCL_CACHE", Path.home() / ".cache" / "toothmcl"))
+
+
+def _download(url: str, dest: Path) -> None:
+    """Copy ``url`` to ``dest`` through a temporary file (no partial file is ever left)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            shutil.copyfileobj(response, out)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_weights(name: str, registry_file: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Local path of a named model's weights (downloading once if needed) and its SHA-256.
+
+    Raises:
+        WeightsError: unknown name, download failure (offline), or checksum mismatch.
+    """
+    entries = load_registry(registry_file)
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise WeightsError(f"unknown model {name!r}; known models: {known} (or pass --weights PATH)")
+    entry = entries[name]
+    if entry.url.startswith("bundled:"):
+        return BUNDLED_DIR / entry.url[len("bundled:"):], entry.sha256
+
+    target = cache_dir() / name / f"{name}.safetensors"
+    if target.is_file() and card_path(target).is_file() and sha256_of(target) == entry.sha256:
+        return target, entry.sha256
+    card_url = entry.url[: -len(".safetensors")] + ".json" if entry.url.endswith(".safetensors") else entry.url + ".json"
+    try:
+        _download(entry.url, target)
+        _download(card_url, card_path(target))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WeightsError(
+            f"cannot download model {name!r} from {entry.url} ({reason}). If this machine is "
+            f"offline, download {entry.url} and its .json card elsewhere and put them at "
+            f"{target} and {card_path(target)}, or pass --weights PATH"
+        ) from None
+    digest = sha256_of(target)
+    if digest != entry.sha256:
+        target.unlink(missing_ok=True)
+        card_path(target).unlink(missing_ok=True)
+        raise WeightsError(
+            f"downloaded {name!r} has SHA-256 {digest}, expected {entry.sha256}; the file at "
+            f"{entry.url} is not the registered one. Nothing was kept in the cache."
+        )
+    logger.info("cached %s at %s", name, target)
+    return target, entry.sha256

@@ -68,9 +68,21 @@ def build_roi_unet(
     )
 
 
+def build_point_transformer(in_channels: int = 6, num_classes: int = 17,
+                            planes=(32, 64, 128, 256, 512), blocks=(2, 3, 4, 6, 3),
+                            strides=(1, 4, 4, 4, 4), nsamples=(36, 24, 24, 24, 24),
+                            share_planes: int = 8, decoder_blocks: int = 1):
+    """Point Transformer U-Net for IOS (see ``ToothMCLCore.models.point_transformer``)."""
+    from .point_transformer import PointTransformerSeg
+
+    return PointTransformerSeg(in_channels, num_classes, tuple(planes), tuple(blocks), tuple(strides),
+                               tuple(nsamples), share_planes, decoder_blocks)
+
+
 ARCHITECTURES: dict[str, Callable[..., Any]] = {
     "swinunetr": build_swinunetr,
     "roi_unet": build_roi_unet,
+    "point_transformer": build_point_transformer,
 }
 
 

@@ -38,3 +38,32 @@ def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "cbct_swinunetr_tiny_v1.safetensors"
     save_checkpoint(net, card, path)
     return path
+
+
+TINY_PT_ARCH = {"planes": [16, 32, 32, 32, 32], "blocks": [1, 1, 1, 1, 1], "nsamples": [8, 8, 8, 8, 8]}
+
+
+@pytest.fixture(scope="session")
+def tiny_ios_weights(tmp_path_factory):
+    """Untrained small Point Transformer (fixed seed) sampling 2,048 points, for pipeline tests."""
+    import torch
+
+    from ToothMCLCore.config import ModelCard
+    from ToothMCLCore.models import build_model
+    from ToothMCLCore.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model("point_transformer", TINY_PT_ARCH)
+    card = ModelCard(name="ios_pt_tiny_v1", version="0.0.1", task="ios_teeth", architecture="point_transformer",
+                     arch_args=TINY_PT_ARCH, class_scheme="ios", preprocess={"n_points": 2048})
+    path = tmp_path_factory.mktemp("ios_weights") / "ios_pt_tiny_v1.safetensors"
+    save_checkpoint(net, card, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ios_phantoms():
+    """Coarse (0.8 mm) upper and lower phantom scans of one patient, with FDI labels."""
+    from ToothMCLCore.synthetic.ios import make_ios_phantom
+
+    return {jaw: make_ios_phantom(5, jaw=jaw, resolution_mm=0.8) for jaw in ("upper", "lower")}

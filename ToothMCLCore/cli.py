@@ -95,6 +95,82 @@ def cmd_segment_cbct(args) -> int:
     return 0
 
 
+IOS_MESH_SUFFIXES = (".ply", ".vtp")
+
+
+def load_scan(path, units: str, jaw: str | None):
+    """Read a scan, refuse a two-jaw scan, and decide the jaw; logs which rule decided."""
+    from .errors import InvalidInputError
+    from .io.mesh import detect_jaw, looks_like_both_jaws, read_mesh
+
+    scan = read_mesh(path, units=units)
+    if looks_like_both_jaws(scan.mesh):
+        raise InvalidInputError(
+            f"{Path(path).name} seems to hold both jaws; export the upper and the lower scan as "
+            "separate files and segment each"
+        )
+    jaw, rule = detect_jaw(path, scan.mesh, jaw, normals=scan.normals)
+    return scan, jaw, rule
+
+
+def cmd_segment_ios(args) -> int:
+    from .inference.ios import IOSPredictor
+    from .io.mesh import write_mesh, write_teeth_stls
+    from .io.teeth3ds import write_teeth3ds_json
+
+    out = _check_output(args.output, (".json",))
+    mesh_out = _check_output(args.mesh_out, IOS_MESH_SUFFIXES) if args.mesh_out else None
+    scan, jaw, rule = load_scan(args.input, args.units, args.jaw)
+    print(f"{Path(args.input).name}: {scan.n_file_vertices} vertices, {jaw} jaw (decided by {rule})")
+    for note in scan.notes:
+        print(f"  {note}")
+    predictor = IOSPredictor(weights=args.weights, model=args.model, device=args.device)
+    result = predictor.predict(scan, jaw, progress=_Progress(enabled=not args.quiet))
+    if result.provenance.get("decimated_from_faces"):
+        print(f"  decimated from {result.provenance['decimated_from_faces']} faces before sampling")
+    clean_labels = result.labels[scan.clean_to_file]
+    if mesh_out is not None:
+        write_mesh(mesh_out, scan.mesh, vertex_labels=clean_labels)
+    if args.teeth_dir:
+        folder = Path(args.teeth_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_teeth_stls(folder, scan.mesh, clean_labels)
+    write_teeth3ds_json(out, result.labels, result.instances, jaw, id_patient=Path(args.input).stem.split("_")[0],
+                        n_vertices=scan.n_file_vertices)
+    print(f"{'FDI':>4}  {'tooth':<34} {'vertices':>9} {'area mm2':>9}")
+    for t in result.teeth:
+        print(f"{t.fdi:>4}  {t.name:<34} {t.vertices:>9} {t.area_mm2:>9.1f}")
+    print(f"{len(result.teeth)} teeth found")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluate_ios(args) -> int:
+    import json
+
+    from .evaluation.ios_metrics import evaluate_ios
+    from .io.mesh import read_mesh
+    from .io.teeth3ds import read_teeth3ds_json
+
+    scan = read_mesh(args.mesh)
+    vertices = scan.mesh.vertices_ras[scan.file_to_clean.clip(0)]
+    gt = read_teeth3ds_json(args.truth, n_vertices=scan.n_file_vertices)
+    pred = read_teeth3ds_json(args.prediction, n_vertices=scan.n_file_vertices, jaw=gt.jaw)
+    metrics = evaluate_ios(pred.labels, pred.instances, gt.labels, gt.instances, vertices, jaw=gt.jaw)
+    print(json.dumps(metrics, indent=2, default=_json_default))
+    return 0
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -111,7 +187,7 @@ def cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toothmcl", description="Segment and number teeth (FDI) in CBCT volumes.")
+    p = argparse.ArgumentParser(prog="toothmcl", description="Segment and number teeth (FDI) in CBCT volumes and intraoral scans.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -124,6 +200,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_segment_cbct)
+
+    i = sub.add_parser("segment-ios", help="segment the teeth of an intraoral scan (one jaw)")
+    i.add_argument("input", help="OBJ, STL, PLY, VTP or VTK mesh of one jaw")
+    i.add_argument("-o", "--output", required=True, help="Teeth3DS label file OUTPUT.json")
+    i.add_argument("--jaw", choices=("upper", "lower"), help="default: from the file name, else the geometry")
+    i.add_argument("--units", default="mm", choices=("mm", "cm", "m", "um"), help="units of the file")
+    i.add_argument("--mesh-out", help="also write the mesh with a per-vertex FDI array (.ply or .vtp)")
+    i.add_argument("--teeth-dir", help="also write one STL per tooth into this folder")
+    gi = i.add_mutually_exclusive_group()
+    gi.add_argument("--model", help="registry name (see 'toothmcl models')")
+    gi.add_argument("--weights", help="path to a .safetensors file with its .json card")
+    i.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    i.set_defaults(func=cmd_segment_ios)
+
+    e = sub.add_parser("evaluate-ios", help="3DTeethSeg'22 metrics, OA, mIoU and per-tooth Dice as JSON")
+    e.add_argument("prediction", help="predicted Teeth3DS JSON")
+    e.add_argument("truth", help="ground-truth Teeth3DS JSON")
+    e.add_argument("--mesh", required=True, help="the scan both files label")
+    e.set_defaults(func=cmd_evaluate_ios)
 
     d = sub.add_parser("demo", help="segment a synthetic phantom with the demo weights and print Dice")
     d.add_argument("--out", default="toothmcl-demo", help="output folder (default: ./toothmcl-demo)")

@@ -39,6 +39,9 @@ from .. import fdi
 #: SOFTooth defaults (Section III-D)
 LAMBDA_ORDER, DELTA_ORDER = 4.0, 0.15
 LAMBDA_CENTRE, DELTA_DRIFT = 0.5, 0.10
+#: after prediction, a further connected region of one class is a second tooth (a duplicated
+#: number) when it holds at least this share of the largest region; smaller ones are islands
+SECOND_INSTANCE_SHARE = 0.25
 
 
 def order_penalised_similarity(

@@ -23,13 +23,11 @@ from scipy import ndimage
 from .. import fdi
 from ..config import PostprocessConfig
 from ..types import Geometry
-from .assignment import assign_fdi
+from .assignment import SECOND_INSTANCE_SHARE, assign_fdi
 
 logger = logging.getLogger(__name__)
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
-#: a further component of one class is a separate instance if at least this share of the largest
-SECOND_INSTANCE_SHARE = 0.25
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""IOS pipeline: canonical frame, label transfer, FDI order fix, segment-ios and evaluate-ios."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ToothMCLCore import fdi
+from ToothMCLCore.cli import main
+from ToothMCLCore.inference.ios import number_vertices, transfer_probabilities
+from ToothMCLCore.io.mesh import occlusal_direction, read_mesh, vertex_normals, write_mesh
+from ToothMCLCore.io.teeth3ds import read_teeth3ds_json, write_teeth3ds_json
+from ToothMCLCore.preprocessing.ios import canonical_frame
+
+
+@pytest.mark.parametrize("jaw", ["upper", "lower"])
+def test_canonical_frame_puts_right_teeth_at_positive_x_incisors_front_crowns_up(ios_phantoms, jaw):
+    """Both jaws: patient's right at +x, incisors at +y, crowns above the gingiva (+z)."""
+    mesh = ios_phantoms[jaw]
+    frame = canonical_frame(mesh.vertices_ras, occlusal_direction(mesh), jaw)
+    c = frame.apply(mesh.vertices_ras)
+    q_right = 1 if jaw == "upper" else 4
+    right = (mesh.labels // 10 == q_right) & (mesh.labels > 0)
+    incisors = mesh.labels % 10 == 1
+    molars = mesh.labels % 10 == 6
+    assert c[right, 0].mean() > 10 and c[(mesh.labels > 0) & ~right, 0].mean() < -10
+    assert c[incisors, 1].mean() > c[molars, 1].mean() + 15
+    assert c[mesh.labels > 0, 2].mean() > c[mesh.labels == 0, 2].mean()
+
+
+def _one_hot(mesh, labels, jaw, confidence=0.9):
+    classes = fdi.fdi_to_class_index(labels, f"ios_{jaw}")
+    p = np.full((len(labels), 17), (1 - confidence) / 16)
+    p[np.arange(len(labels)), classes] = confidence
+    return p
+
+
+@pytest.mark.parametrize("jaw", ["upper", "lower"])
+def test_swapped_and_mirrored_teeth_are_renumbered_on_the_mesh(ios_phantoms, jaw):
+    """Neighbours swapped and a canine on the wrong side come back to their FDI numbers."""
+    mesh = ios_phantoms[jaw]
+    q1, q2 = (1, 2) if jaw == "upper" else (4, 3)
+    wrong = mesh.labels.copy()
+    for a, b in ((q1 * 10 + 4, q1 * 10 + 5), (q1 * 10 + 3, q2 * 10 + 3)):
+        wrong[mesh.labels == a], wrong[mesh.labels == b] = b, a
+    frame = canonical_frame(mesh.vertices_ras, occlusal_direction(mesh), jaw)
+    labels, instances = number_vertices(mesh, _one_hot(mesh, wrong, jaw), frame.apply(mesh.vertices_ras), jaw)
+    assert (labels == mesh.labels).mean() > 0.995
+    teeth = sorted(fdi.present_teeth(np.unique(mesh.labels)), key=lambda n: fdi.tooth(n).arch_index)
+    # instances run 1..n from the patient's right in arch order
+    firsts = [int(np.median(instances[mesh.labels == n])) for n in teeth]
+    assert firsts == list(range(1, len(teeth) + 1))
+
+
+def test_label_transfer_gives_every_vertex_its_nearest_samples_label():
+    """Soft 3-NN transfer reproduces the label of a sampled point at its own position."""
+    rng = np.random.default_rng(0)
+    sampled = rng.random((200, 3)) * 10
+    probs = np.eye(17)[rng.integers(0, 17, 200)]
+    out = transfer_probabilities(sampled, probs, sampled + 1e-4)
+    assert (out.argmax(1) == probs.argmax(1)).all()
+
+
+@pytest.fixture
+def scan_file(tmp_path, ios_phantoms):
+    path = tmp_path / "P5_lower.ply"
+    write_mesh(path, ios_phantoms["lower"])
+    return path
+
+
+def test_segment_ios_writes_teeth3ds_json_mesh_and_teeth(tmp_path, scan_file, tiny_ios_weights, capsys):
+    """JSON with exactly the Teeth3DS keys, one label per vertex, plus labelled mesh and STLs."""
+    out = tmp_path / "pred.json"
+    code = main(["segment-ios", str(scan_file), "-o", str(out), "--weights", str(tiny_ios_weights),
+                 "--mesh-out", str(tmp_path / "labelled.vtp"), "--teeth-dir", str(tmp_path / "teeth"), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "lower jaw (decided by file name)" in printed and "teeth found" in printed
+    data = json.loads(out.read_text())
+    assert list(data) == ["id_patient", "jaw", "labels", "instances"]
+    assert data["jaw"] == "lower" and data["id_patient"] == "P5"
+    n = read_mesh(scan_file).n_file_vertices
+    assert len(data["labels"]) == n == len(data["instances"])
+    assert set(data["labels"]) <= {0} | set(fdi.teeth_of_jaw("lower"))
+    labelled = read_mesh(tmp_path / "labelled.vtp")
+    assert labelled.mesh.labels is not None and len(labelled.mesh.labels) == labelled.mesh.n_vertices
+    stls = sorted(p.name for p in (tmp_path / "teeth").iterdir())
+    assert stls == [f"tooth_{t}.stl" for t in sorted(set(data["labels"]) - {0})]
+
+
+def test_labels_follow_the_file_vertex_order_with_duplicates(tmp_path, ios_phantoms, tiny_ios_weights):
+    """A file with duplicated and unreferenced vertices still gets one label per stored vertex."""
+    mesh = ios_phantoms["upper"]
+    v = np.vstack([mesh.vertices_ras, mesh.vertices_ras[:50], [[500.0, 500.0, 500.0]]])
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in mesh.faces]
+    path = tmp_path / "dup_upper.obj"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "dup.json"
+    assert main(["segment-ios", str(path), "-o", str(out), "--weights", str(tiny_ios_weights), "-q"]) == 0
+    labels = read_teeth3ds_json(out).labels
+    assert len(labels) == len(v)
+    np.testing.assert_array_equal(labels[mesh.n_vertices:mesh.n_vertices + 50], labels[:50])
+
+
+def test_evaluate_ios_prints_the_challenge_metrics(tmp_path, scan_file, ios_phantoms, capsys):
+    """A perfect prediction scores 1 on TSA, TLA, TIR, score, OA and mIoU."""
+    mesh = ios_phantoms["lower"]
+    gt = tmp_path / "gt.json"
+    write_teeth3ds_json(gt, mesh.labels, mesh.instances, "lower", n_vertices=mesh.n_vertices)
+    assert main(["evaluate-ios", str(gt), str(gt), "--mesh", str(scan_file)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("TSA", "TLA", "TIR", "score", "OA", "mIoU"):
+        assert metrics[key] == pytest.approx(1.0), key
+    assert set(map(int, metrics["per_tooth"])) == set(fdi.present_teeth(np.unique(mesh.labels)))
+
+
+def test_label_file_of_the_wrong_length_is_refused(tmp_path, scan_file, ios_phantoms, capsys):
+    """evaluate-ios with labels for another mesh: a clear error naming both counts."""
+    mesh = ios_phantoms["lower"]
+    gt = tmp_path / "gt.json"
+    write_teeth3ds_json(gt, mesh.labels[:-5], mesh.instances[:-5], "lower")
+    code = main(["evaluate-ios", str(gt), str(gt), "--mesh", str(scan_file)])
+    err = capsys.readouterr().err
+    assert code != 0 and str(mesh.n_vertices) in err and str(mesh.n_vertices - 5) in err
+
+
+def _bad_scans(tmp, ios_phantoms):
+    files = {}
+    (tmp / "empty.obj").write_text("# nothing\n")
+    files["empty mesh"] = tmp / "empty.obj"
+    mesh = ios_phantoms["lower"]
+    v = mesh.vertices_ras.copy()
+    v[3] = np.nan
+    (tmp / "nan_lower.obj").write_text("\n".join([f"v {a} {b} {c}" for a, b, c in v] +
+                                                 [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in mesh.faces]))
+    files["NaN coordinates"] = tmp / "nan_lower.obj"
+    metres = tmp / "metres_lower.ply"
+    from ToothMCLCore.types import SurfaceMesh
+
+    write_mesh(metres, SurfaceMesh(mesh.vertices_ras / 1000.0, mesh.faces))
+    files["metres"] = metres
+    both = SurfaceMesh(np.vstack([ios_phantoms["upper"].vertices_ras, mesh.vertices_ras]),
+                       np.vstack([ios_phantoms["upper"].faces, mesh.faces + ios_phantoms["upper"].n_vertices]))
+    write_mesh(tmp / "both_lower.ply", both)
+    files["both jaws"] = tmp / "both_lower.ply"
+    (tmp / "few_lower.xyz").write_text("1 2 3\n")
+    files["unknown format"] = tmp / "few_lower.xyz"
+    return files
+
+
+@pytest.mark.parametrize("kind", ["empty mesh", "NaN coordinates", "metres", "both jaws", "unknown format"])
+def test_bad_scans_exit_nonzero_with_advice_and_no_output(tmp_path, ios_phantoms, tiny_ios_weights, capsys, kind):
+    """Each bad scan: non-zero exit, one 'toothmcl: error:' line, no JSON written."""
+    path = _bad_scans(tmp_path, ios_phantoms)[kind]
+    out = tmp_path / "out.json"
+    code = main(["segment-ios", str(path), "-o", str(out), "--weights", str(tiny_ios_weights), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("toothmcl: error:")
+    assert not out.exists()

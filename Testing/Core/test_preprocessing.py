@@ -69,3 +69,13 @@ def test_clip_window_is_the_papers():
 
     out = normalize_intensity(np.array([-50.0, 0.0, 1250.0, 2500.0, 4000.0]), CBCTPreprocessConfig(), 0.0)
     np.testing.assert_allclose(out, [0.0, 0.0, 0.5, 1.0, 1.0])
+
+
+def test_volume_too_large_once_resampled_is_refused_before_allocating():
+    """A coarse 1 mm scan of 1.2 m per side would need ~260 GiB at 0.3 mm: refused with advice."""
+    from ToothMCLCore.errors import ResourceLimitError
+    from ToothMCLCore.types import Geometry, Volume
+
+    big = Volume(np.zeros((2, 2, 2), np.float32), Geometry((600.0, 600.0, 600.0), (0, 0, 0), np.eye(3)))
+    with pytest.raises(ResourceLimitError, match="crop it to the jaws"):
+        preprocess_cbct(big, CBCTPreprocessConfig())

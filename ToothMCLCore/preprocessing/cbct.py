@@ -19,10 +19,13 @@ import logging
 import numpy as np
 
 from ..config import CBCTPreprocessConfig
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, ResourceLimitError
 from ..types import Geometry, Volume
 
 logger = logging.getLogger(__name__)
+
+#: largest canonical (resampled) volume preprocessing will allocate, float32 bytes
+MAX_CANONICAL_BYTES = 4 * 1024**3
 
 #: an input this many times finer than the target is first smoothed (anti-aliasing) - never,
 #: for the paper's 0.25 -> 0.3 mm; only for very fine micro-CT-like inputs.
@@ -170,6 +173,14 @@ def preprocess_cbct(volume: Volume, config: CBCTPreprocessConfig) -> tuple[Volum
     """
     if volume.array.ndim != 3:
         raise InvalidInputError(f"volume must be 3-D (got shape {volume.array.shape}); load a single CBCT series")
+    _, shape = canonical_geometry(volume.geometry, volume.array.shape, config.spacing_mm)
+    need = int(np.prod(shape, dtype=np.int64)) * 4
+    if need > MAX_CANONICAL_BYTES:
+        raise ResourceLimitError(
+            f"resampled to {config.spacing_mm} mm this volume would be {shape[2]}x{shape[1]}x{shape[0]} "
+            f"voxels ({need / 2**30:.1f} GiB); crop it to the jaws (or to at most about "
+            f"{(MAX_CANONICAL_BYTES / 4) ** (1 / 3) * config.spacing_mm:.0f} mm per side) first"
+        )
     offset = detect_intensity_offset(volume.array, config)
     canonical = resample_to_canonical(volume, config.spacing_mm, is_label=False)
     canonical.array = normalize_intensity(canonical.array, config, offset)

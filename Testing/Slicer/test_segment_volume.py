@@ -1,0 +1,160 @@
+"""Segmenting a CBCT volume node gives one named, coloured, coded segment per tooth on the input grid.
+
+The tiny untrained model runs once for the whole module (about half a minute on two CPU cores).
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def segmented(small_phantom, tiny_weights):
+    """(logic, volume node, segmentation node, progress stages, scene) after one segmentVolume call."""
+    import slicer
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    scene = slicer.vtkMRMLScene()
+    image, _ = small_phantom
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    logic = SegmentationLogic()
+    stages = []
+    segmentation = logic.segmentVolume(volume, weights=tiny_weights, device="cpu",
+                                       progress=lambda stage, fraction: stages.append((stage, fraction)))
+    return logic, volume, segmentation, stages, scene  # the scene must outlive its nodes' use
+
+
+def _segments(segmentation):
+    seg = segmentation.GetSegmentation()
+    return [seg.GetSegment(seg.GetNthSegmentID(i)) for i in range(seg.GetNumberOfSegments())]
+
+
+def test_one_segment_per_tooth_named_and_valued_by_fdi(segmented):
+    """Each segment is named '<FDI> <name>', has label value = FDI and the FDI colour; voxels hold FDI values."""
+    from ToothMCLSegmentLib.SegmentDisplay import labelsFromSegmentation
+    from ToothMCLSegmentLib.VolumeConversion import arrayFromImage
+
+    from ToothMCLCore import fdi
+    from ToothMCLCore.io.segnrrd import segment_name
+
+    _, _, segmentation, _, _ = segmented
+    segments = _segments(segmentation)
+    labels, _ = labelsFromSegmentation(segmentation)
+    present = sorted(set(np.unique(labels).tolist()) - {0})
+    assert present and [s.GetLabelValue() for s in segments] == present
+    for segment in segments:
+        value = segment.GetLabelValue()
+        assert segment.GetName() == segment_name(value)
+        if value != fdi.METAL_LABEL:
+            assert segment.GetName() == fdi.tooth(value).label
+        np.testing.assert_allclose(segment.GetColor(), fdi.label_color(value), atol=1e-6)
+    layer = segmentation.GetSegmentation().GetLayerDataObject(0)
+    assert segmentation.GetSegmentation().GetNumberOfLayers() == 1
+    assert set(np.unique(arrayFromImage(layer)).tolist()) == {0, *present}
+
+
+def test_terminology_carries_the_snomed_code_of_each_tooth(segmented):
+    """Each tooth segment's terminology entry holds its SNOMED CT code, as Slicer's terminology expects."""
+    from ToothMCLCore import fdi
+    from ToothMCLCore.io.segnrrd import terminology_entry
+
+    _, _, segmentation, _, _ = segmented
+    for segment in _segments(segmentation):
+        value = segment.GetLabelValue()
+        assert segment.GetTerminology() == terminology_entry(value)
+        if value != fdi.METAL_LABEL:
+            assert f"SCT^{fdi.tooth(value).snomed_code}^{fdi.tooth(value).snomed_meaning}" in segment.GetTerminology()
+
+
+def test_reference_geometry_is_the_input_volume_grid(segmented):
+    """The segmentation's reference geometry is exactly the oblique input volume's grid."""
+    import slicer
+    from ToothMCLSegmentLib.SegmentDisplay import referenceGeometry
+    from ToothMCLSegmentLib.VolumeConversion import ijkToRasOfVolumeNode
+
+    _, volume, segmentation, _, _ = segmented
+    ijk_to_ras, shape = referenceGeometry(segmentation)
+    np.testing.assert_allclose(ijk_to_ras, ijkToRasOfVolumeNode(volume), atol=1e-6)
+    assert shape == slicer.util.arrayFromVolume(volume).shape
+    assert segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) is volume
+
+
+def test_provenance_is_stored_as_node_attributes(segmented, tiny_weights):
+    """Model name, version, weights SHA-256 and date are node attributes ToothMCL.<key>."""
+    from ToothMCLCore.models.checkpoint import sha256_of
+
+    _, volume, segmentation, _, _ = segmented
+    assert segmentation.GetAttribute("ToothMCL.model") == "cbct_swinunetr_tiny_v1"
+    assert segmentation.GetAttribute("ToothMCL.model_version") == "0.0.1"
+    assert segmentation.GetAttribute("ToothMCL.model_sha256") == sha256_of(tiny_weights)
+    assert segmentation.GetAttribute("ToothMCL.input") == volume.GetName()
+    date = datetime.datetime.fromisoformat(segmentation.GetAttribute("ToothMCL.date"))
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - date).total_seconds()) < 3600
+
+
+def test_progress_reports_named_stages_in_order(segmented):
+    """Progress goes through the named stages in order, with fractions that never go back."""
+    _, _, _, stages, _ = segmented
+    names = [stage for stage, _ in stages]
+    order = ["loading", "preprocess", "crop", "segment", "postprocess", "restore", "done"]
+    assert [name for name in dict.fromkeys(names)] == order
+    fractions = [fraction for _, fraction in stages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_saved_seg_nrrd_reads_back_as_the_fdi_label_map(segmented, tmp_path):
+    """Saving the node as .seg.nrrd gives a file whose voxels are FDI numbers, equal to the prediction."""
+    import nrrd
+    from ToothMCLSegmentLib.SegmentDisplay import labelsFromSegmentation, predictionLabels
+    from ToothMCLSegmentLib.VolumeConversion import volumeFromNode
+
+    from ToothMCLCore.io.segnrrd import read_seg_nrrd
+
+    _, volume, segmentation, _, _ = segmented
+    path = tmp_path / "teeth.seg.nrrd"
+    storage = segmentation.GetScene().AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation)
+
+    labels, geometry, names = read_seg_nrrd(path)
+    expected, _ = labelsFromSegmentation(segmentation)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(predictionLabels(segmentation), expected)
+    assert geometry.allclose(volumeFromNode(volume).geometry)
+    raw, _ = nrrd.read(str(path), index_order="C")
+    assert set(np.unique(raw).tolist()) == set(np.unique(expected).tolist())
+    assert all(name.startswith(f"{value} ") for value, name in names.items())
+
+
+def test_background_run_leaves_the_caller_free_and_cancel_adds_nothing(small_phantom, tiny_weights, scene):
+    """startSegmentation returns while the worker runs; Cancel stops it and no segmentation is added."""
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    from ToothMCLCore.errors import CancelledError
+
+    image, _ = small_phantom
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    gate, reached = threading.Event(), threading.Event()
+
+    def hold_at_first_stage(stage, fraction):
+        reached.set()
+        assert gate.wait(60)
+
+    job = SegmentationLogic().startSegmentation(volume, weights=tiny_weights, device="cpu",
+                                                progress=hold_at_first_stage)
+    assert reached.wait(60)
+    status = job.poll()  # the calling (GUI) thread keeps working while the worker is busy
+    assert not status.done and status.stage == "loading"
+    job.cancel()
+    gate.set()
+    assert job.wait(120)
+    assert job.poll().done
+    with pytest.raises(CancelledError):
+        SegmentationLogic().finishSegmentation(job)
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0

@@ -1,0 +1,291 @@
+"""The module's logic without any GUI: segment, correct, tabulate, save corrections.
+
+Everything here works in plain Python with the ``slicer-core`` wheel (a ``vtkMRMLScene`` and
+no application), so the tests drive it exactly as the widget does. torch and ToothMCLCore are
+imported inside the methods, after :meth:`SegmentationLogic.checkDependencies`.
+
+Public API (camelCase, Slicer style)::
+
+    logic = SegmentationLogic()
+    segmentationNode = logic.segmentVolume(volumeNode, weights=None, model=None, device="cpu",
+                                           progress=None, cancel=None)
+    job = logic.startSegmentation(inputNode, ...)   # worker thread; poll job, then
+    node = logic.finishSegmentation(job)            # in the GUI thread
+    logic.applyCorrection(segmentationNode, "swap", tooth=36, target=37)  # -> diff entries
+    logic.undoCorrection(segmentationNode)
+    rows = logic.teethTable(segmentationNode or modelNode)
+    logic.applyVertexLabels(modelNode, labelsPerVertex)
+    logic.saveCorrection(segmentationNode, store_path, annotator, note)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from . import Dependencies
+from .CorrectionCapture import CorrectionCapture
+from .SegmentationJob import SegmentationJob
+from .SegmentDisplay import (
+    INPUT_ROLE,
+    createSegmentationNode,
+    getProvenance,
+    labelsFromSegmentation,
+    predictionLabels,
+    setProvenance,
+    storePrediction,
+)
+from .TeethTable import teethTableFromModel, teethTableFromSegmentation
+from .VertexLabels import applyVertexLabels
+from .VolumeConversion import nodeFilePath, surfaceMeshFromModelNode, volumeFromNode
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, float], None]
+IOS_NOT_AVAILABLE = (
+    "IOS segmentation arrives with the IOS pipeline (ToothMCLCore.inference.ios), which is not "
+    "installed yet; select a CBCT volume, or update the ToothMCL extension"
+)
+STORE_NOT_AVAILABLE = (
+    "saving corrections needs the ToothMCL corrections store (ToothMCLCore.corrections), which is "
+    "not installed yet; update the ToothMCL extension. The corrected segmentation stays in the "
+    "scene: save it with File > Save Data"
+)
+
+
+class SegmentationLogic:
+    """GUI-free logic of ToothMCLSegment (see module docstring)."""
+
+    def __init__(self):
+        self.corrections = CorrectionCapture()
+        self._predictor = None  # (key, predictor): reused while weights and device stay the same
+
+    # -- dependencies -----------------------------------------------------------------------
+    def checkDependencies(self, confirm: Callable[[str], bool] | None = None) -> list[str]:
+        """Make sure torch, MONAI, ... are importable; with ``confirm`` offer to install them."""
+        return Dependencies.ensureDependencies(confirm)
+
+    def availableModels(self) -> list[str]:
+        """Names of the registered models (bundled weights and ``$TOOTHMCL_REGISTRY``)."""
+        from ToothMCLCore.models.registry import load_registry
+
+        return sorted(load_registry())
+
+    def defaultModel(self) -> str:
+        from ToothMCLCore.inference.cbct import DEFAULT_CBCT_MODEL
+
+        return DEFAULT_CBCT_MODEL
+
+    def cudaAvailable(self) -> bool:
+        """True if torch is installed and sees a CUDA GPU (imports torch)."""
+        if not Dependencies.isImportable("torch"):
+            return False
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    # -- segmentation -----------------------------------------------------------------------
+    def startSegmentation(self, inputNode, weights=None, model: str | None = None, device: str = "auto",
+                          progress: ProgressFn | None = None,
+                          cancel: threading.Event | None = None) -> SegmentationJob:
+        """Start segmenting a volume (CBCT) or a model (IOS) on a worker thread.
+
+        Call in the GUI thread; poll the job; call :meth:`finishSegmentation` when it is done.
+        """
+        return self._prepareJob(inputNode, weights, model, device, progress, cancel).start()
+
+    def finishSegmentation(self, job: SegmentationJob):
+        """Turn a finished job into nodes (GUI thread): a segmentation node, or the labelled model.
+
+        Raises:
+            the job's error (``CancelledError`` when cancelled, ``ToothMCLError`` for bad input).
+        """
+        if not job.done:
+            raise RuntimeError("the segmentation job is still running; wait for it before finishing")
+        if job.error is not None:
+            raise job.error
+        kind, node = job.context
+        if node.GetScene() is None:
+            from ToothMCLCore.errors import InvalidInputError
+
+            raise InvalidInputError(f"{node.GetName()} was removed while it was being segmented; nothing was added")
+        if kind == "model":
+            labels = getattr(job.result, "labels", None)
+            if labels is None:
+                from ToothMCLCore.errors import ToothMCLError
+
+                raise ToothMCLError("the IOS pipeline returned no per-vertex labels; update the ToothMCL extension")
+            self.applyVertexLabels(node, labels)
+            setProvenance(node, getattr(job.result, "provenance", {}) or {})
+            return node
+        result = job.result
+        provenance = dict(result.provenance)
+        provenance["input"] = node.GetName()
+        segmentationNode = createSegmentationNode(node.GetScene(), result.labels.array, node,
+                                                  name=f"{node.GetName()} teeth", provenance=provenance)
+        storePrediction(segmentationNode, result.labels.array)
+        return segmentationNode
+
+    def segmentVolume(self, volumeNode, weights=None, model: str | None = None, device: str = "cpu",
+                      progress: ProgressFn | None = None, cancel: threading.Event | None = None):
+        """Segment a CBCT volume node in the calling thread; returns the new segmentation node."""
+        if volumeNode is not None and volumeNode.IsA("vtkMRMLModelNode"):
+            from ToothMCLCore.errors import InvalidInputError
+
+            raise InvalidInputError(f"{volumeNode.GetName()} is a surface model; use segmentModel for scans")
+        return self.finishSegmentation(self._prepareJob(volumeNode, weights, model, device, progress, cancel).run())
+
+    def segmentModel(self, modelNode, weights=None, model: str | None = None, device: str = "cpu",
+                     progress: ProgressFn | None = None, cancel: threading.Event | None = None):
+        """Segment an intraoral scan (model node) in the calling thread; returns the labelled node."""
+        return self.finishSegmentation(self._prepareJob(modelNode, weights, model, device, progress, cancel).run())
+
+    def _prepareJob(self, inputNode, weights, model, device, progress, cancel) -> SegmentationJob:
+        self.checkDependencies()
+        from ToothMCLCore.errors import InvalidInputError, ToothMCLError
+
+        if inputNode is None:
+            raise InvalidInputError("no input is selected; select a CBCT volume or an intraoral scan")
+        weights = str(weights) if weights else None
+        device = str(getattr(device, "value", device) or "auto")
+        if inputNode.IsA("vtkMRMLModelNode"):
+            try:
+                from ToothMCLCore.inference.ios import IOSPredictor
+            except ImportError:
+                raise ToothMCLError(IOS_NOT_AVAILABLE) from None
+            mesh = surfaceMeshFromModelNode(inputNode)
+            return SegmentationJob(self._work(IOSPredictor, mesh, weights, model, device),
+                                   progress, cancel, context=("model", inputNode))
+        from ToothMCLCore.inference.cbct import CBCTPredictor
+
+        volume = volumeFromNode(inputNode)  # GUI thread: the worker never touches MRML
+        return SegmentationJob(self._work(CBCTPredictor, volume, weights, model, device),
+                               progress, cancel, context=("volume", inputNode))
+
+    def _work(self, predictorClass, data, weights, model, device):
+        def work(progress: ProgressFn, cancel: threading.Event):
+            progress("loading", 0.0)
+            key = (predictorClass.__name__, weights, model, device)
+            if self._predictor is None or self._predictor[0] != key:
+                self._predictor = (key, predictorClass(weights=weights, model=model, device=device))
+            return self._predictor[1].predict(data, progress=progress, cancel=cancel)
+
+        return work
+
+    # -- intraoral scans --------------------------------------------------------------------
+    def applyVertexLabels(self, modelNode, labelsPerVertex) -> None:
+        """Store per-vertex FDI labels as point array ``FDI`` and colour the scan by them."""
+        applyVertexLabels(modelNode, labelsPerVertex)
+
+    # -- corrections ------------------------------------------------------------------------
+    def applyCorrection(self, segmentationNode, op: str, tooth=None, target=None, quadrant=None,
+                        step=None) -> list[dict]:
+        """Apply ``reassign``/``swap``/``merge``/``delete``/``renumber``; returns the diff entries.
+
+        ``reassign`` tooth -> target, ``swap`` tooth <-> target, ``merge`` tooth into target,
+        ``delete`` tooth, ``renumber`` every tooth of ``quadrant`` by ``step`` (+1/-1).
+        """
+        return self.corrections.apply(segmentationNode, op, tooth=tooth, target=target,
+                                      quadrant=quadrant, step=step)
+
+    def undoCorrection(self, segmentationNode) -> list[dict]:
+        """Undo the last correction of this segmentation exactly; returns its diff entries."""
+        return self.corrections.undo(segmentationNode)
+
+    def canUndoCorrection(self, segmentationNode) -> bool:
+        return self.corrections.canUndo(segmentationNode)
+
+    def correctionDiff(self, segmentationNode) -> list[dict]:
+        """All diff entries ``{op, from, to, voxels}`` recorded on this segmentation."""
+        return self.corrections.diff(segmentationNode)
+
+    def teethTable(self, node) -> list:
+        """Rows (``ToothRow``) of a segmentation node (volumes in mm^3) or a labelled scan (mm^2)."""
+        if node is None:
+            return []
+        if node.IsA("vtkMRMLModelNode"):
+            return teethTableFromModel(node)
+        return teethTableFromSegmentation(node)
+
+    def correctionStoreStatus(self) -> tuple[bool, str]:
+        """(available, message): whether ``ToothMCLCore.corrections.CorrectionStore`` can be imported."""
+        try:
+            from ToothMCLCore.corrections import CorrectionStore  # noqa: F401
+        except ImportError:
+            return False, STORE_NOT_AVAILABLE
+        return True, "Save the prediction, the corrected segmentation and the list of corrections"
+
+    def saveCorrection(self, segmentationNode, store_path, annotator: str, note: str = "",
+                       case_id: str | None = None):
+        """Save (prediction, corrected, diff, provenance) of a segmentation into the corrections store.
+
+        Args:
+            segmentationNode: a segmentation made by :meth:`segmentVolume` (possibly corrected).
+            store_path: the store (an SQLite file, created if needed).
+            annotator: who corrected it.
+            note: free text.
+            case_id: defaults to the input volume's name.
+
+        Returns:
+            whatever ``CorrectionStore.save`` returns (the saved record).
+
+        Raises:
+            ToothMCLError: the store is not installed yet (issue 5), no annotator, or the
+                segmentation was not made by ToothMCL in this scene.
+        """
+        from ToothMCLCore.errors import InvalidInputError, ToothMCLError
+
+        try:
+            from ToothMCLCore.corrections import CorrectionStore
+        except ImportError:
+            raise ToothMCLError(STORE_NOT_AVAILABLE) from None
+        if not str(store_path or "").strip():
+            raise InvalidInputError("choose a corrections store file before saving")
+        if not str(annotator or "").strip():
+            raise InvalidInputError("enter the annotator's name before saving a correction")
+        prediction = predictionLabels(segmentationNode)
+        if prediction is None:
+            raise InvalidInputError(
+                f"{segmentationNode.GetName()} has no stored prediction (it was not made by ToothMCL in "
+                "this scene); segment the volume with ToothMCL, correct it, then save"
+            )
+        from ToothMCLCore.types import Geometry
+
+        corrected, ijkToRas = labelsFromSegmentation(segmentationNode)
+        inputNode = segmentationNode.GetNodeReference(INPUT_ROLE)
+        inputPath = nodeFilePath(inputNode)
+        provenance = getProvenance(segmentationNode)
+        diff = self.correctionDiff(segmentationNode)
+        provenance.pop("corrections", None)
+        store = CorrectionStore(store_path)
+        return store.save(
+            case_id=case_id or (inputNode.GetName() if inputNode is not None else segmentationNode.GetName()),
+            input_path=inputPath,
+            input_sha256=_inputSha256(inputNode, inputPath),
+            prediction=prediction,
+            corrected=corrected,
+            geometry=Geometry.from_ijk_to_ras(ijkToRas),
+            model=provenance,
+            annotator=str(annotator).strip(),
+            note=str(note or ""),
+            diff=diff,
+        )
+
+
+def _inputSha256(inputNode, inputPath: str) -> str:
+    """SHA-256 of the input file, or of the voxel bytes when the volume was not loaded from a file."""
+    if inputPath and os.path.isfile(inputPath):
+        from ToothMCLCore.models.checkpoint import sha256_of
+
+        return sha256_of(inputPath)
+    if inputNode is None or inputNode.GetImageData() is None:
+        return ""
+    import slicer
+
+    return hashlib.sha256(np.ascontiguousarray(slicer.util.arrayFromVolume(inputNode)).tobytes()).hexdigest()
+

@@ -43,10 +43,10 @@ class Geometry:
             )
         if not np.all(np.isfinite(origin)) or not np.all(np.isfinite(direction)):
             raise InvalidInputError("volume origin or direction is not finite; fix the file header")
-        if abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
             raise InvalidInputError(
-                f"volume direction matrix is not a rotation (det={np.linalg.det(direction):.3f}); "
-                "fix the file header"
+                "volume direction matrix is not orthonormal (sheared or scaled axes: "
+                f"{np.round(direction, 4).tolist()}); fix the file header"
             )
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin_ras", origin)

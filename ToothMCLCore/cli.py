@@ -186,6 +186,15 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _add_model_options(parser) -> None:
+    """--model / --weights (exclusive), --device and --quiet, shared by the segment commands."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--model", help="registry name (see 'toothmcl models')")
+    g.add_argument("--weights", help="path to a .safetensors file with its .json card")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toothmcl", description="Segment and number teeth (FDI) in CBCT volumes and intraoral scans.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -194,11 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment-cbct", help="segment the teeth of a CBCT volume")
     s.add_argument("input", help="NIfTI, NRRD, MHA file or DICOM series folder")
     s.add_argument("-o", "--output", required=True, help="OUTPUT.seg.nrrd or OUTPUT.nii.gz")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--model", help="registry name (see 'toothmcl models')")
-    g.add_argument("--weights", help="path to a .safetensors file with its .json card")
-    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_options(s)
     s.set_defaults(func=cmd_segment_cbct)
 
     i = sub.add_parser("segment-ios", help="segment the teeth of an intraoral scan (one jaw)")
@@ -208,11 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--units", default="mm", choices=("mm", "cm", "m", "um"), help="units of the file")
     i.add_argument("--mesh-out", help="also write the mesh with a per-vertex FDI array (.ply or .vtp)")
     i.add_argument("--teeth-dir", help="also write one STL per tooth into this folder")
-    gi = i.add_mutually_exclusive_group()
-    gi.add_argument("--model", help="registry name (see 'toothmcl models')")
-    gi.add_argument("--weights", help="path to a .safetensors file with its .json card")
-    i.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_options(i)
     i.set_defaults(func=cmd_segment_ios)
 
     e = sub.add_parser("evaluate-ios", help="3DTeethSeg'22 metrics, OA, mIoU and per-tooth Dice as JSON")

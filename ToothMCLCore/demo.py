@@ -6,6 +6,9 @@ next to the results so that a user can open both in 3D Slicer:
     toothmcl-demo/phantom_cbct.nii.gz          the CBCT-like input
     toothmcl-demo/phantom_cbct_truth.seg.nrrd  its ground-truth teeth
     toothmcl-demo/phantom_cbct_pred.seg.nrrd   ToothMCL's segmentation (open over the input)
+    toothmcl-demo/phantom_upper.ply, phantom_lower.ply              the intraoral scans
+    toothmcl-demo/phantom_{upper,lower}_truth.json / _pred.json      Teeth3DS labels
+    toothmcl-demo/phantom_{upper,lower}_pred.ply                     scans with an FDI array
 """
 
 from __future__ import annotations
@@ -57,5 +60,36 @@ def run_demo(out_dir: Path, device: str = "auto", seed: int = 2024, progress=Non
         stream.write(f"  teeth predicted but absent: {extra}\n")
     stream.write(f"CBCT mean Dice over {len(scores)} present teeth: {mean_dice(scores):.3f} "
                  f"({elapsed:.1f} s)\n")
+    run_ios_demo(out_dir, device, seed, stream)
     stream.write(f"outputs in {out_dir}/\n")
     return 0
+
+
+def run_ios_demo(out_dir: Path, device: str, seed: int, stream) -> None:
+    """Segment the phantom's upper and lower scans and print per-tooth Dice for each jaw."""
+    from .evaluation.dice import dice_per_tooth, mean_dice
+    from .inference.ios import IOSPredictor
+    from .io.mesh import read_mesh, write_mesh
+    from .io.teeth3ds import write_teeth3ds_json
+    from .synthetic.ios import make_ios_phantom
+
+    predictor = IOSPredictor(device=device)
+    stream.write(f"\nsegmenting the intraoral scans with {predictor.card.name} ...\n")
+    for jaw in ("upper", "lower"):
+        truth = make_ios_phantom(seed, jaw=jaw, missing=DEMO_PHANTOM["missing"])
+        scan_path = out_dir / f"phantom_{jaw}.ply"
+        write_mesh(scan_path, truth)
+        write_teeth3ds_json(out_dir / f"phantom_{jaw}_truth.json", truth.labels, truth.instances, jaw,
+                            id_patient="phantom", n_vertices=truth.n_vertices)
+        scan = read_mesh(scan_path)
+        start = time.monotonic()
+        result = predictor.predict(scan, jaw)
+        elapsed = time.monotonic() - start
+        write_teeth3ds_json(out_dir / f"phantom_{jaw}_pred.json", result.labels, result.instances, jaw,
+                            id_patient="phantom", n_vertices=scan.n_file_vertices)
+        write_mesh(out_dir / f"phantom_{jaw}_pred.ply", scan.mesh, vertex_labels=result.labels[scan.clean_to_file])
+        scores = dice_per_tooth(result.labels, truth.labels)
+        stream.write(f"{jaw} jaw, per-tooth Dice: "
+                     + " ".join(f"{n}:{d:.2f}" for n, d in scores.items()) + "\n")
+        stream.write(f"IOS {jaw} mean Dice over {len(scores)} present teeth: {mean_dice(scores):.3f} "
+                     f"({elapsed:.1f} s)\n")

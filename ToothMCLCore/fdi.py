@@ -24,8 +24,8 @@ distinguish maxillary from mandibular and left from right.
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

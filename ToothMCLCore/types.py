@@ -65,14 +65,14 @@ class Geometry:
         return np.linalg.inv(self.ijk_to_ras)
 
     @classmethod
-    def from_ijk_to_ras(cls, matrix: np.ndarray) -> "Geometry":
+    def from_ijk_to_ras(cls, matrix: np.ndarray) -> Geometry:
         m = np.asarray(matrix, dtype=np.float64)
         spacing = np.linalg.norm(m[:3, :3], axis=0)
         if np.any(spacing <= 0):
             raise InvalidInputError("IJK-to-RAS matrix has a zero column; fix the volume geometry")
         return cls(spacing, m[:3, 3], m[:3, :3] / spacing[None, :])
 
-    def allclose(self, other: "Geometry", atol: float = 1e-4) -> bool:
+    def allclose(self, other: Geometry, atol: float = 1e-4) -> bool:
         return bool(np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=atol))
 
     def to_dict(self) -> dict:
@@ -132,4 +132,4 @@ class SurfaceMesh:
 
     @property
     def n_vertices(self) -> int:
-        return int(len(self.vertices_ras))
+        return len(self.vertices_ras)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ToothMCLCore import fdi
-from ToothMCLCore.postprocessing.assignment import (arch_coordinate, assign_fdi, hungarian,
-                                                    order_penalised_similarity)
+from ToothMCLCore.postprocessing.assignment import (
+    arch_coordinate,
+    assign_fdi,
+    hungarian,
+    order_penalised_similarity,
+)
 
 
 def _arch_centres(n_per_side=8, right_first=True):

@@ -10,7 +10,7 @@ import pytest
 from ToothMCLCore import fdi
 from ToothMCLCore.cli import main
 from ToothMCLCore.inference.ios import number_vertices, transfer_probabilities
-from ToothMCLCore.io.mesh import occlusal_direction, read_mesh, vertex_normals, write_mesh
+from ToothMCLCore.io.mesh import occlusal_direction, read_mesh, write_mesh
 from ToothMCLCore.io.teeth3ds import read_teeth3ds_json, write_teeth3ds_json
 from ToothMCLCore.preprocessing.ios import canonical_frame
 
@@ -159,3 +159,15 @@ def test_bad_scans_exit_nonzero_with_advice_and_no_output(tmp_path, ios_phantoms
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and err[0].startswith("toothmcl: error:")
     assert not out.exists()
+
+
+def test_predictor_accepts_a_bare_mesh_and_finds_its_jaw(ios_phantoms, tiny_ios_weights):
+    """A SurfaceMesh without file (as from a Slicer model node) is cleaned and its jaw detected."""
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.types import SurfaceMesh
+
+    mesh = ios_phantoms["upper"]
+    bare = SurfaceMesh(mesh.vertices_ras, mesh.faces)
+    result = IOSPredictor(weights=tiny_ios_weights, device="cpu").predict(bare)
+    assert result.jaw == "upper" and len(result.labels) == mesh.n_vertices
+    assert set(np.unique(result.labels)) <= {0} | set(fdi.teeth_of_jaw("upper"))

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from ToothMCLCore.config import CBCTPreprocessConfig
-from ToothMCLCore.preprocessing.cbct import (detect_intensity_offset, preprocess_cbct,
-                                             resample_to_canonical)
+from ToothMCLCore.preprocessing.cbct import detect_intensity_offset, preprocess_cbct, resample_to_canonical
 from ToothMCLCore.synthetic.cbct import make_cbct_phantom
 
 

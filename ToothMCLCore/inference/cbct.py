@@ -17,17 +17,16 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
 from .. import __version__, fdi
-from ..config import (CBCTPreprocessConfig, ModelCard, PostprocessConfig, ROIConfig,
-                      SlidingWindowConfig)
-from ..errors import CancelledError, InvalidInputError, WeightsError
+from ..config import CBCTPreprocessConfig, PostprocessConfig, ROIConfig, SlidingWindowConfig
+from ..errors import CancelledError, WeightsError
 from ..models.checkpoint import load_checkpoint
 from ..models.registry import resolve_weights
 from ..postprocessing.cbct import number_teeth
@@ -172,7 +171,7 @@ class CBCTPredictor:
         prob = torch.softmax(logits, dim=1)[0, 1].cpu().numpy()
         return prob[: coarse.shape[0], : coarse.shape[1], : coarse.shape[2]]
 
-    def _sliding_window(self, crop: np.ndarray, report: "_Reporter") -> np.ndarray:
+    def _sliding_window(self, crop: np.ndarray, report: _Reporter) -> np.ndarray:
         import torch
         from monai.inferers import sliding_window_inference
 

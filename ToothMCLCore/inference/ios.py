@@ -24,10 +24,16 @@ import numpy as np
 
 from .. import __version__, fdi
 from ..errors import InvalidInputError, WeightsError
-from ..io.mesh import DECIMATE_ABOVE_FACES, MeshReadResult, decimate, occlusal_direction
+from ..io.mesh import (
+    DECIMATE_ABOVE_FACES,
+    MeshReadResult,
+    clean_mesh,
+    decimate,
+    detect_jaw,
+    occlusal_direction,
+)
 from ..postprocessing.assignment import SECOND_INSTANCE_SHARE, assign_fdi
-from ..preprocessing.ios import (COORDINATE_SCALE_MM, N_POINTS, canonical_frame, point_features,
-                                 sample_points)
+from ..preprocessing.ios import COORDINATE_SCALE_MM, N_POINTS, canonical_frame, point_features, sample_points
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
 from .device import autocast, resolve_device
@@ -87,9 +93,21 @@ class IOSPredictor:
         self.n_points = int(self.card.preprocess.get("n_points", N_POINTS))
         self.scale_mm = float(self.card.preprocess.get("coordinate_scale_mm", COORDINATE_SCALE_MM))
 
-    def predict(self, scan: MeshReadResult, jaw: str, progress: ProgressFn | None = None,
-                cancel: threading.Event | None = None, seed: int = 0) -> IOSResult:
-        """Segment one jaw; labels come back in the file's vertex order."""
+    def predict(self, scan: MeshReadResult | SurfaceMesh, jaw: str | None = None,
+                progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                seed: int = 0) -> IOSResult:
+        """Segment one jaw; labels come back in the vertex order of ``scan`` as given.
+
+        Args:
+            scan: a scan from :func:`ToothMCLCore.io.mesh.read_mesh`, or a bare
+                :class:`SurfaceMesh` (e.g. from a Slicer model node), which is cleaned here.
+            jaw: "upper" or "lower"; None to take ``scan``'s own jaw or decide from the
+                geometry (:func:`ToothMCLCore.io.mesh.detect_jaw`).
+        """
+        if isinstance(scan, SurfaceMesh):
+            scan = clean_mesh(scan.vertices_ras, scan.faces, labels=scan.labels, source=scan.source)
+        if jaw is None:
+            jaw = scan.mesh.jaw or detect_jaw(scan.mesh.source, scan.mesh, None, normals=scan.normals)[0]
         if jaw not in fdi.JAWS:
             raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
         report = _Reporter(progress, cancel)
@@ -121,7 +139,7 @@ class IOSPredictor:
         report("done", 1.0)
         provenance = {
             "model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
-            "jaw": jaw, "points_sampled": int(len(idx)), "decimated_from_faces": n_faces if mapping is not None else 0,
+            "jaw": jaw, "points_sampled": len(idx), "decimated_from_faces": n_faces if mapping is not None else 0,
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -7,4 +7,4 @@ them.
 from .segnrrd import read_seg_nrrd, write_seg_nrrd
 from .volume import read_volume, write_labelmap, write_volume
 
-__all__ = ["read_volume", "write_labelmap", "write_volume", "write_seg_nrrd", "read_seg_nrrd"]
+__all__ = ["read_seg_nrrd", "read_volume", "write_labelmap", "write_seg_nrrd", "write_volume"]

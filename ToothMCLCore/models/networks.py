@@ -6,7 +6,8 @@ in [0, 1], output ``(B, C, D, H, W)`` logits, with D, H, W divisible by 32 for S
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ConfigError
 

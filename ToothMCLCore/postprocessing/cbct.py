@@ -95,7 +95,7 @@ def find_instances(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
 
 
 def number_teeth(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
-                 config: PostprocessConfig = PostprocessConfig()) -> np.ndarray:
+                 config: PostprocessConfig | None = None) -> np.ndarray:
     """Clean label map with FDI values (and metal), same shape as ``class_map``.
 
     Args:
@@ -106,6 +106,7 @@ def number_teeth(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
     Returns:
         (K, J, I) uint8 label map: 0 background, FDI numbers, 99 metal.
     """
+    config = config or PostprocessConfig()
     voxel_mm3 = float(np.prod(geometry.spacing))
     min_voxels = max(1, int(round(config.min_tooth_volume_mm3 / voxel_mm3)))
     instances = find_instances(class_map, probs, geometry, min_voxels)

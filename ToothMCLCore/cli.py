@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mesh", required=True, help="the scan both files label")
     e.set_defaults(func=cmd_evaluate_ios)
 
+    from .corrections.cli import add_corrections_parsers
+
+    add_corrections_parsers(sub)
+
     d = sub.add_parser("demo", help="segment a synthetic phantom with the demo weights and print Dice")
     d.add_argument("--out", default="toothmcl-demo", help="output folder (default: ./toothmcl-demo)")
     d.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

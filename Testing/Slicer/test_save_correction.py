@@ -1,11 +1,9 @@
-"""Saving a correction: a clear message until the store exists, and the documented call once it does."""
+"""Saving a correction from the Slicer module into a real corrections store."""
 
 from __future__ import annotations
 
 import hashlib
 import sys
-import types
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -28,82 +26,64 @@ def predicted(scene, arch_teeth):
     return segmentation, labels, volume
 
 
-class RecordingStore:
-    """Stands in for ToothMCLCore.corrections.CorrectionStore (issue 5): records each save."""
-
-    saved: ClassVar[list] = []
-
-    def __init__(self, path):
-        self.path = path
-
-    def save(self, **record):
-        RecordingStore.saved.append((self.path, record))
-        return len(RecordingStore.saved)
-
-
-def test_without_the_store_saving_says_it_is_not_installed_yet(predicted, monkeypatch, tmp_path):
-    """Before issue 5, Save correction raises a ToothMCLError saying the store is not installed yet."""
+def test_save_correction_stores_prediction_correction_and_diff(predicted, tmp_path):
+    """Saving writes a revision holding the untouched prediction, the correction, model and diff."""
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
 
-    from ToothMCLCore.errors import ToothMCLError
+    from ToothMCLCore.corrections import CorrectionStore
 
-    monkeypatch.setitem(sys.modules, "ToothMCLCore.corrections", None)
-    logic = SegmentationLogic()
-    segmentation, _, _ = predicted
-
-    with pytest.raises(ToothMCLError, match="corrections store .* not installed yet"):
-        logic.saveCorrection(segmentation, tmp_path / "corrections.sqlite", "dr who", "")
-    available, message = logic.correctionStoreStatus()
-    assert not available and "not installed yet" in message
-    assert not list(tmp_path.iterdir())
-
-
-def test_save_correction_hands_prediction_correction_and_diff_to_the_store(predicted, monkeypatch, tmp_path):
-    """Saving passes the untouched prediction, the corrected labels, the grid, model, diff and annotator."""
-    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
-
-    module = types.ModuleType("ToothMCLCore.corrections")
-    module.CorrectionStore = RecordingStore
-    monkeypatch.setitem(sys.modules, "ToothMCLCore.corrections", module)
-    RecordingStore.saved.clear()
     logic = SegmentationLogic()
     segmentation, labels, _ = predicted
     logic.applyCorrection(segmentation, "swap", tooth=44, target=45)
-    store_path = tmp_path / "corrections.sqlite"
+    store_path = tmp_path / "corrections"
 
-    result = logic.saveCorrection(segmentation, store_path, " Dr Who ", "44/45 were swapped")
+    revision = logic.saveCorrection(segmentation, store_path, " Dr Who ", "44/45 were swapped")
 
-    assert result == 1 and logic.correctionStoreStatus()[0]
-    path, record = RecordingStore.saved[0]
-    assert path == store_path
-    assert record["case_id"] == "case 017" and record["input_path"] == ""
-    voxels = np.ascontiguousarray(np.zeros(labels.shape, dtype=np.int16)).tobytes()
-    assert record["input_sha256"] == hashlib.sha256(voxels).hexdigest()
-    np.testing.assert_array_equal(record["prediction"], labels)
+    assert logic.correctionStoreStatus()[0]
+    loaded = CorrectionStore(store_path).load("case 017")
+    assert loaded.revision.revision == revision.revision == 1
+    np.testing.assert_array_equal(loaded.prediction, labels)
     expected = labels.copy()
     expected[labels == 44], expected[labels == 45] = 45, 44
-    np.testing.assert_array_equal(record["corrected"], expected)
-    np.testing.assert_allclose(record["geometry"].spacing, [0.5, 0.5, 0.5])
-    np.testing.assert_allclose(record["geometry"].origin_ras, [-10, 20, 5])
-    assert record["model"]["model"] == "cbct_swinunetr_demo_v1"
-    assert record["model"]["model_sha256"] == "ab" * 32
-    assert record["diff"] == [{"op": "swap", "from": 44, "to": 45,
+    np.testing.assert_array_equal(loaded.corrected, expected)
+    np.testing.assert_allclose(loaded.geometry.spacing, [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(loaded.geometry.origin_ras, [-10, 20, 5])
+    rev = loaded.revision
+    assert rev.annotator == "Dr Who" and rev.note == "44/45 were swapped"
+    assert rev.model_name == "cbct_swinunetr_demo_v1" and rev.model_sha256 == "ab" * 32
+    voxels = np.ascontiguousarray(np.zeros(labels.shape, dtype=np.int16)).tobytes()
+    assert rev.input_sha256 == hashlib.sha256(voxels).hexdigest()
+    assert rev.operations == [{"op": "swap", "from": 44, "to": 45,
                                "voxels": int(((labels == 44) | (labels == 45)).sum())}]
-    assert record["annotator"] == "Dr Who" and record["note"] == "44/45 were swapped"
+    assert {d["change"] for d in rev.tooth_diff if d["from"] in (44, 45)} == {"renumbered"}
 
 
-def test_save_correction_needs_an_annotator(predicted, monkeypatch, tmp_path):
+def test_saving_again_adds_a_revision_and_keeps_the_first(predicted, tmp_path):
+    """A second save of the same case is revision 2; revision 1 stays readable as it was."""
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+
+    from ToothMCLCore.corrections import CorrectionStore
+
+    logic = SegmentationLogic()
+    segmentation, labels, _ = predicted
+    store_path = tmp_path / "corrections"
+    logic.saveCorrection(segmentation, store_path, "a", "as predicted")
+    logic.applyCorrection(segmentation, "delete", tooth=44)
+    logic.saveCorrection(segmentation, store_path, "b", "44 removed")
+    store = CorrectionStore(store_path)
+    assert [r.revision for r in store.revisions("case 017")] == [1, 2]
+    np.testing.assert_array_equal(store.load("case 017", revision=1).corrected, labels)
+    assert not (store.load("case 017", revision=2).corrected == 44).any()
+
+
+def test_save_correction_needs_an_annotator(predicted, tmp_path):
     """Saving without an annotator name is refused before anything reaches the store."""
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
 
     from ToothMCLCore.errors import InvalidInputError
 
-    module = types.ModuleType("ToothMCLCore.corrections")
-    module.CorrectionStore = RecordingStore
-    monkeypatch.setitem(sys.modules, "ToothMCLCore.corrections", module)
-    RecordingStore.saved.clear()
     segmentation, _, _ = predicted
 
     with pytest.raises(InvalidInputError, match="annotator"):
-        SegmentationLogic().saveCorrection(segmentation, tmp_path / "c.sqlite", "  ", "")
-    assert RecordingStore.saved == []
+        SegmentationLogic().saveCorrection(segmentation, tmp_path / "corrections", "  ", "")
+    assert not (tmp_path / "corrections").exists()

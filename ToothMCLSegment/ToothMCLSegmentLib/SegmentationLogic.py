@@ -262,7 +262,7 @@ class SegmentationLogic:
         provenance = getProvenance(segmentationNode)
         diff = self.correctionDiff(segmentationNode)
         provenance.pop("corrections", None)
-        store = CorrectionStore(store_path)
+        store = CorrectionStore(store_path, create=True)
         return store.save(
             case_id=case_id or (inputNode.GetName() if inputNode is not None else segmentationNode.GetName()),
             input_path=inputPath,

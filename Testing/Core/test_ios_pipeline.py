@@ -171,3 +171,32 @@ def test_predictor_accepts_a_bare_mesh_and_finds_its_jaw(ios_phantoms, tiny_ios_
     result = IOSPredictor(weights=tiny_ios_weights, device="cpu").predict(bare)
     assert result.jaw == "upper" and len(result.labels) == mesh.n_vertices
     assert set(np.unique(result.labels)) <= {0} | set(fdi.teeth_of_jaw("upper"))
+
+
+def test_large_mesh_is_decimated_and_still_labelled_per_file_vertex(tmp_path, ios_phantoms, tiny_ios_weights,
+                                                                     monkeypatch, caplog):
+    """Above the face budget the scan is decimated first (and says so); labels still cover every vertex."""
+    import ToothMCLCore.inference.ios as ios_module
+
+    monkeypatch.setattr(ios_module, "DECIMATE_ABOVE_FACES", 10_000)
+    monkeypatch.setattr(ios_module, "DECIMATE_TO_FACES", 5_000)
+    mesh = ios_phantoms["lower"]
+    path = tmp_path / "big_lower.ply"
+    write_mesh(path, mesh)
+    out = tmp_path / "big.json"
+    with caplog.at_level("WARNING"):
+        assert main(["segment-ios", str(path), "-o", str(out), "--weights", str(tiny_ios_weights), "-q"]) == 0
+    assert any("decimated the scan" in r.message for r in caplog.records)
+    assert len(read_teeth3ds_json(out).labels) == mesh.n_vertices
+
+
+def test_point_cloud_without_faces_is_segmented(tmp_path, ios_phantoms, tiny_ios_weights):
+    """A scan exported as bare points (no faces) still gets one label per point."""
+    from ToothMCLCore.types import SurfaceMesh
+
+    mesh = ios_phantoms["lower"]
+    path = tmp_path / "cloud_lower.ply"
+    write_mesh(path, SurfaceMesh(mesh.vertices_ras, np.zeros((0, 3), np.int64)))
+    out = tmp_path / "cloud.json"
+    assert main(["segment-ios", str(path), "-o", str(out), "--weights", str(tiny_ios_weights), "-q"]) == 0
+    assert len(read_teeth3ds_json(out).labels) == mesh.n_vertices

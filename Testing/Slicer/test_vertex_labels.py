@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import vtk
@@ -112,13 +110,36 @@ def test_scan_table_gives_tooth_areas(scene, scan):
     assert rows[1].centroidRas[0] > 0 > rows[0].centroidRas[0]
 
 
-def test_scan_input_without_ios_pipeline_says_when_it_arrives(scene, scan, monkeypatch):
-    """Segmenting a scan before the IOS pipeline exists stops with a message naming that pipeline."""
+def _model_from_mesh(scene, mesh, name):
+    """A model node holding a ToothMCLCore SurfaceMesh (RAS points, triangles)."""
+    from vtk.util import numpy_support
+
+    points = vtk.vtkPoints()
+    points.SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(mesh.vertices_ras), deep=True))
+    cells = vtk.vtkCellArray()
+    offsets = np.arange(0, 3 * len(mesh.faces) + 1, 3, dtype=np.int64)
+    cells.SetData(numpy_support.numpy_to_vtkIdTypeArray(offsets, deep=True),
+                  numpy_support.numpy_to_vtkIdTypeArray(np.ascontiguousarray(mesh.faces.ravel()), deep=True))
+    poly = vtk.vtkPolyData()
+    poly.SetPoints(points)
+    poly.SetPolys(cells)
+    model = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
+    model.SetAndObservePolyData(poly)
+    return model
+
+
+def test_segmenting_a_scan_model_labels_every_vertex_with_its_jaws_fdi_numbers(scene, ios_phantoms,
+                                                                                tiny_ios_weights):
+    """An upper-jaw scan node gets an FDI array, one value per vertex, all upper teeth or gingiva."""
+    import slicer
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
 
-    from ToothMCLCore.errors import ToothMCLError
+    from ToothMCLCore import fdi
 
-    monkeypatch.setitem(sys.modules, "ToothMCLCore.inference.ios", None)  # as before issue 3 lands
-    with pytest.raises(ToothMCLError, match="IOS segmentation arrives with the IOS pipeline"):
-        SegmentationLogic().segmentModel(scan)
-    assert scan.GetPolyData().GetPointData().GetArray("FDI") is None
+    mesh = ios_phantoms["upper"]
+    model = _model_from_mesh(scene, mesh, "phantom scan")
+    SegmentationLogic().segmentModel(model, weights=tiny_ios_weights, device="cpu")
+    labels = slicer.util.arrayFromModelPointData(model, "FDI")
+    assert len(labels) == mesh.n_vertices
+    assert set(np.unique(labels).tolist()) <= {0} | set(fdi.teeth_of_jaw("upper"))
+    assert model.GetAttribute("ToothMCL.jaw") == "upper"

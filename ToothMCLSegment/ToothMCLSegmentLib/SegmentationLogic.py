@@ -47,10 +47,6 @@ from .VolumeConversion import nodeFilePath, surfaceMeshFromModelNode, volumeFrom
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float], None]
-IOS_NOT_AVAILABLE = (
-    "IOS segmentation arrives with the IOS pipeline (ToothMCLCore.inference.ios), which is not "
-    "installed yet; select a CBCT volume, or update the ToothMCL extension"
-)
 STORE_NOT_AVAILABLE = (
     "saving corrections needs the ToothMCL corrections store (ToothMCLCore.corrections), which is "
     "not installed yet; update the ToothMCL extension. The corrected segmentation stays in the "
@@ -147,17 +143,15 @@ class SegmentationLogic:
 
     def _prepareJob(self, inputNode, weights, model, device, progress, cancel) -> SegmentationJob:
         self.checkDependencies()
-        from ToothMCLCore.errors import InvalidInputError, ToothMCLError
+        from ToothMCLCore.errors import InvalidInputError
 
         if inputNode is None:
             raise InvalidInputError("no input is selected; select a CBCT volume or an intraoral scan")
         weights = str(weights) if weights else None
         device = str(getattr(device, "value", device) or "auto")
         if inputNode.IsA("vtkMRMLModelNode"):
-            try:
-                from ToothMCLCore.inference.ios import IOSPredictor
-            except ImportError:
-                raise ToothMCLError(IOS_NOT_AVAILABLE) from None
+            from ToothMCLCore.inference.ios import IOSPredictor
+
             mesh = surfaceMeshFromModelNode(inputNode)
             return SegmentationJob(self._work(IOSPredictor, mesh, weights, model, device),
                                    progress, cancel, context=("model", inputNode))

@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--spacing", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--init", help="continue from these SwinUNETR weights (.safetensors with card)")
+    p.add_argument("--skip-roi", action="store_true", help="keep the ROI model already in --out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -111,21 +113,28 @@ def main(argv=None) -> int:
     for i in range(args.cases):
         image, labels = make_cbct_phantom(seed=i, **phantom_options(i))
         teeth_cases.append(prepare_case(image, labels, teeth_pre, name=f"phantom{i}"))
-        roi_cases.append(prepare_case(image, labels, roi_pre, name=f"phantom{i}", scheme="binary"))
+        if not args.skip_roi:
+            roi_cases.append(prepare_case(image, labels, roi_pre, name=f"phantom{i}", scheme="binary"))
     logger.info("prepared %d phantoms in %.0fs", args.cases, time.monotonic() - t0)
 
-    roi_net = build_model("roi_unet", ROI_ARCH)
-    train_network(roi_net, roi_cases, (48, 48, 48), args.roi_steps, 3e-3, rng, roi_crop=False)
-    roi_card = ModelCard(
-        name="cbct_roi_demo_v1", version="1.0.0", task="cbct_roi", architecture="roi_unet",
-        arch_args=ROI_ARCH, class_scheme="binary", preprocess=roi_pre.to_dict(),
-        training_data=f"{args.cases} synthetic CBCT phantoms (ToothMCLCore.synthetic, seeds 0..{args.cases - 1})",
-        intended_use=f"demo ROI model: {DEMO_NOTE}",
-        notes="Finds the teeth on a 1.5 mm grid to crop before the fine model.",
-    )
-    save_checkpoint(roi_net, roi_card, out / "cbct_roi_demo_v1.safetensors")
+    if not args.skip_roi:
+        roi_net = build_model("roi_unet", ROI_ARCH)
+        train_network(roi_net, roi_cases, (48, 48, 48), args.roi_steps, 3e-3, rng, roi_crop=False)
+        roi_card = ModelCard(
+            name="cbct_roi_demo_v1", version="1.0.0", task="cbct_roi", architecture="roi_unet",
+            arch_args=ROI_ARCH, class_scheme="binary", preprocess=roi_pre.to_dict(),
+            training_data=f"{args.cases} synthetic CBCT phantoms (ToothMCLCore.synthetic, seeds 0..{args.cases - 1})",
+            intended_use=f"demo ROI model: {DEMO_NOTE}",
+            notes="Finds the teeth on a 1.5 mm grid to crop before the fine model.",
+        )
+        save_checkpoint(roi_net, roi_card, out / "cbct_roi_demo_v1.safetensors")
 
-    net = build_model("swinunetr", TEETH_ARCH)
+    if args.init:
+        from ToothMCLCore.models.checkpoint import load_checkpoint
+
+        net, _ = load_checkpoint(args.init)
+    else:
+        net = build_model("swinunetr", TEETH_ARCH)
     train_network(net, teeth_cases, (64, 64, 64), args.steps, args.lr, rng, batch=args.batch)
     card = ModelCard(
         name="cbct_swinunetr_demo_v1", version="1.0.0", task="cbct_teeth", architecture="swinunetr",

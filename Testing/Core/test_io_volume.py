@@ -337,3 +337,14 @@ def test_labelmap_to_seg_nrrd_reads_back_as_fdi_labels(tmp_path, phantom):
     np.testing.assert_array_equal(back.array, labels)
     assert back.geometry.allclose(phantom.geometry, atol=1e-9)
     assert back.metadata["segment_names"] == {21: "21 upper left central incisor"}
+
+
+def test_written_files_get_normal_permissions_not_private_ones(tmp_path, phantom):
+    """Atomic writes must not leave outputs readable by their owner only (mkstemp's 0600)."""
+    import os
+
+    out = tmp_path / "labels.nii.gz"
+    write_labelmap(out, np.zeros(phantom.array.shape, np.uint8), phantom)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask

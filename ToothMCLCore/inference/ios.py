@@ -8,9 +8,10 @@ Stages (reported to ``progress``; a cancel takes effect between them):
 3. ``transfer``: every vertex takes the inverse-distance-weighted probabilities of its 3
    nearest sampled points (the issue's "k-nearest neighbour vote", soft so ties cannot occur).
 4. ``postprocess``: each tooth label keeps its largest connected region on the mesh (smaller
-   regions become gingiva); a second region of the same label at least a quarter of the
-   largest is a second tooth; every tooth region then gets its FDI number from the order-aware
-   assignment shared with CBCT (:func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`).
+   regions become gingiva); a further region of the same label far across the arch is a second
+   tooth (:func:`~ToothMCLCore.postprocessing.assignment.is_second_instance`); every tooth
+   region then gets its FDI number from the order-aware assignment shared with CBCT
+   (:func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..io.mesh import (
     detect_jaw,
     occlusal_direction,
 )
-from ..postprocessing.assignment import SECOND_INSTANCE_SHARE, assign_fdi
+from ..postprocessing.assignment import assign_fdi, is_second_instance
 from ..preprocessing.ios import COORDINATE_SCALE_MM, N_POINTS, canonical_frame, point_features, sample_points
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
@@ -222,10 +223,15 @@ def number_vertices(mesh: SurfaceMesh, probs: np.ndarray, points: np.ndarray, ja
             continue
         ids, counts = np.unique(comp[members], return_counts=True)
         order = np.argsort(counts)[::-1]
-        for rank, j in enumerate(order):
-            if counts[j] < MIN_TOOTH_VERTICES or (rank > 0 and counts[j] < SECOND_INSTANCE_SHARE * counts[order[0]]):
-                break
-            regions.append(members[comp[members] == ids[j]])
+        largest = members[comp[members] == ids[order[0]]]
+        if counts[order[0]] < MIN_TOOTH_VERTICES:
+            continue
+        regions.append(largest)
+        for j in order[1:]:
+            region = members[comp[members] == ids[j]]
+            if counts[j] >= MIN_TOOTH_VERTICES and is_second_instance(
+                    counts[j], counts[order[0]], points[region].mean(0), points[largest].mean(0)):
+                regions.append(region)
     labels = np.zeros(len(points), np.int32)
     instances = np.zeros(len(points), np.int32)
     if not regions:

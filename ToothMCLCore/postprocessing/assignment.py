@@ -40,8 +40,19 @@ from .. import fdi
 LAMBDA_ORDER, DELTA_ORDER = 4.0, 0.15
 LAMBDA_CENTRE, DELTA_DRIFT = 0.5, 0.10
 #: after prediction, a further connected region of one class is a second tooth (a duplicated
-#: number) when it holds at least this share of the largest region; smaller ones are islands
+#: number) when it holds at least this share of the largest region AND its centre lies at least
+#: this far from the largest region's centre; otherwise it is a fragment or an island. The
+#: distance rule matters: a weak network splits one tooth into several same-class fragments a
+#: few mm apart, and counting each as a tooth wrecks the numbering; a real duplicate (the left
+#: canine also called "13") lies across the arch, tens of mm away. 12 mm is more than one molar.
 SECOND_INSTANCE_SHARE = 0.25
+SECOND_INSTANCE_MIN_DISTANCE_MM = 12.0
+
+
+def is_second_instance(size: int, largest_size: int, centre: np.ndarray, largest_centre: np.ndarray) -> bool:
+    """Whether a further same-class region is a second tooth (see the constants above)."""
+    far = float(np.linalg.norm(np.asarray(centre) - np.asarray(largest_centre))) >= SECOND_INSTANCE_MIN_DISTANCE_MM
+    return size >= SECOND_INSTANCE_SHARE * largest_size and far
 
 
 def order_penalised_similarity(

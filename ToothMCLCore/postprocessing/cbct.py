@@ -2,9 +2,10 @@
 
 1. ``argmax`` gives a class per voxel.
 2. For every tooth class, its connected components (26-connectivity) become *instances*: the
-   largest always; a further component only if it is at least ``min_tooth_volume_mm3`` and a
-   quarter of the largest (a second tooth wrongly given the same number). Smaller components are
-   islands and are dropped -- this is "keep the largest connected component per tooth".
+   largest always; a further component only if it is a second tooth wrongly given the same
+   number (:func:`~ToothMCLCore.postprocessing.assignment.is_second_instance`: large, and far
+   across the arch). Other components are islands or fragments and are dropped -- this is
+   "keep the largest connected component per tooth".
 3. Each instance gets its jaw from the probability mass of upper vs lower classes, and its
    final FDI number from :func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`, which
    resolves duplicated and left/right-swapped numbers in arch order.
@@ -23,7 +24,7 @@ from scipy import ndimage
 from .. import fdi
 from ..config import PostprocessConfig
 from ..types import Geometry
-from .assignment import SECOND_INSTANCE_SHARE, assign_fdi
+from .assignment import assign_fdi, is_second_instance
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,10 @@ def find_instances(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
         sizes = np.bincount(comp.ravel())[1:]
         order = np.argsort(sizes)[::-1]
         largest = sizes[order[0]]
+        first_centre = None
         for rank, idx in enumerate(order):
             size = int(sizes[idx])
             if size < min_voxels:
-                break
-            if rank > 0 and size < SECOND_INSTANCE_SHARE * largest:
                 break
             cmask = comp == idx + 1
             cbox = ndimage.find_objects(cmask.astype(np.int8))[0]
@@ -89,6 +89,10 @@ def find_instances(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
             centre_kji = np.array([kk.mean() + full[0].start, jj.mean() + full[1].start,
                                    ii.mean() + full[2].start])
             centre = (m @ np.array([centre_kji[2], centre_kji[1], centre_kji[0], 1.0]))[:3]
+            if rank == 0:
+                first_centre = centre
+            elif not is_second_instance(size, largest, centre, first_centre):
+                continue
             p = probs[(slice(None),) + full][:, local].astype(np.float64).mean(axis=1)
             instances.append(Instance(full, local, size, class_index, centre, p))
     return instances

@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="continue from these weights (.safetensors with card)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -73,7 +74,12 @@ def main(argv=None) -> int:
             jaws.append(prepare_jaw(mesh, args.points, seed=i))
     logger.info("prepared %d jaws in %.0fs", len(jaws), time.monotonic() - t0)
 
-    net = build_model("point_transformer", ARCH)
+    if args.init:
+        from ToothMCLCore.models.checkpoint import load_checkpoint
+
+        net, _ = load_checkpoint(args.init)
+    else:
+        net = build_model("point_transformer", ARCH)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     loss_fn = torch.nn.CrossEntropyLoss()

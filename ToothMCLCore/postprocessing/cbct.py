@@ -116,11 +116,10 @@ def number_teeth(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
     instances = find_instances(class_map, probs, geometry, min_voxels)
     out = np.zeros(class_map.shape, dtype=np.uint8)
 
-    scheme_fdi = fdi.class_index_to_fdi(np.arange(probs.shape[0]), "cbct")
     for jaw in fdi.JAWS:
         candidates = fdi.teeth_of_jaw(jaw)
-        cols = [int(np.nonzero(scheme_fdi == t)[0][0]) for t in candidates]
-        other = [int(np.nonzero(scheme_fdi == t)[0][0]) for t in fdi.teeth_of_jaw("lower" if jaw == "upper" else "upper")]
+        cols = fdi.fdi_to_class_index(np.asarray(candidates), "cbct")
+        other = fdi.fdi_to_class_index(np.asarray(fdi.teeth_of_jaw("lower" if jaw == "upper" else "upper")), "cbct")
         members = [inst for inst in instances
                    if inst.probabilities[cols].sum() >= inst.probabilities[other].sum()]
         if not members:
@@ -139,7 +138,7 @@ def number_teeth(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
             region = out[inst.slices]
             region[inst.mask] = number
 
-    metal_index = int(np.nonzero(scheme_fdi == fdi.METAL_LABEL)[0][0])
+    metal_index = int(fdi.fdi_to_class_index(fdi.METAL_LABEL, "cbct"))
     metal = class_map == metal_index
     if metal.any():
         comp, n = ndimage.label(metal, structure=_STRUCTURE)

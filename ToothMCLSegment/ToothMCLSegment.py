@@ -237,8 +237,8 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.toolTip = _("Segment and number every tooth") if canRun else (
             _("Segmentation is running") if running else _("Select a CBCT volume or an intraoral scan"))
         storeAvailable, storeMessage = self.logic.correctionStoreStatus()
-        segmentation = p.segmentation if p else None
-        self.ui.saveCorrectionButton.enabled = bool(storeAvailable and segmentation)
+        subject = self.teethPanel.subject() if self.teethPanel is not None else None
+        self.ui.saveCorrectionButton.enabled = bool(storeAvailable and subject)
         self.ui.saveCorrectionButton.toolTip = storeMessage
         if self.teethPanel is not None:
             self.teethPanel.update()
@@ -292,6 +292,7 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.segmentation = result  # observers refresh the buttons and the table
         else:
             self.teethPanel.refresh()
+            self._updateButtons()
 
     def _setRunning(self, running):
         self.ui.progressBar.visible = running
@@ -304,7 +305,8 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSaveCorrection(self):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("The correction could not be saved."), waitCursor=True):
-            self.logic.saveCorrection(p.segmentation, p.storePath, p.annotator, self.ui.noteLineEdit.text)
+            self.logic.saveCorrection(self.teethPanel.subject(), p.storePath, p.annotator,
+                                      self.ui.noteLineEdit.text)
             self.ui.noteLineEdit.text = ""
             slicer.util.showStatusMessage(_("Correction saved."), 3000)
 

@@ -7,12 +7,13 @@ Operations (``tooth`` and ``target`` are FDI numbers; 99 is metal):
 ``merge``     ``tooth`` is merged into ``target`` (a fragment into its tooth); ``tooth`` disappears
 ``delete``    ``tooth`` disappears
 ``renumber``  every tooth of ``quadrant`` moves ``step`` (+1 or -1) positions along the quadrant
+``relabel``   (scans) the selected vertices get label ``target`` (an FDI number, or 0 = gingiva)
 
-Each operation is computed on the FDI label map of the segmentation (so edits made in the
-Segment Editor in between are respected), written back with
-:func:`SegmentDisplay.setToothLabels`, and recorded as diff entries
-``{"op", "from", "to", "voxels"}`` plus the changed voxels, so that :meth:`undo` restores the
-label map exactly.
+The subject is a segmentation node (CBCT) or a labelled scan (a model node with the per-vertex
+``FDI`` array). Each operation is computed on the current labels (so edits made in the Segment
+Editor in between are respected), written back, and recorded as diff entries
+``{"op", "from", "to", "voxels"}`` (``"vertices"`` for scans) plus the changed elements, so
+that :meth:`undo` restores the labels exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .SegmentDisplay import attributePrefix, labelsFromSegmentation, setToothLabels
+from .VertexLabels import setVertexLabels, vertexLabels
 
 OPERATIONS = ("reassign", "swap", "merge", "delete", "renumber")
 #: node attribute (after the ``ToothMCL.`` prefix) holding the JSON list of diff entries
@@ -33,8 +35,38 @@ DIFF_ATTRIBUTE = "corrections"
 class _Step:
     entries: list[dict]
     indices: np.ndarray  # (N,) int64 flat indices of changed voxels
-    before: np.ndarray  # (N,) uint8
-    after: np.ndarray  # (N,) uint8
+    before: np.ndarray  # (N,) label values
+    after: np.ndarray  # (N,) label values
+
+
+def isScan(node) -> bool:
+    """True for a model node (an intraoral scan with per-vertex labels)."""
+    return node is not None and node.IsA("vtkMRMLModelNode")
+
+
+def currentLabels(node) -> np.ndarray:
+    """The subject's labels: the segmentation's FDI label map, or the scan's per-vertex ``FDI``."""
+    if isScan(node):
+        labels = vertexLabels(node)
+        if labels is None:
+            from ToothMCLCore.errors import InvalidInputError
+
+            raise InvalidInputError(f"{node.GetName()} has no FDI labels; segment the scan first")
+        return labels
+    return labelsFromSegmentation(node)[0]
+
+
+def _writeLabels(node, labels: np.ndarray) -> None:
+    if isScan(node):
+        setVertexLabels(node, labels)
+    else:
+        setToothLabels(node, labels)
+
+
+def _perElement(entries: list[dict], node) -> list[dict]:
+    if not isScan(node):
+        return entries
+    return [{("vertices" if k == "voxels" else k): v for k, v in e.items()} for e in entries]
 
 
 def _present(counts: np.ndarray) -> list[int]:
@@ -144,16 +176,56 @@ class CorrectionCapture:
         self._inherited: dict[str, list[dict]] = {}  # entries recorded before this session (not undoable)
 
     def apply(self, segmentationNode, op: str, tooth=None, target=None, quadrant=None, step=None) -> list[dict]:
-        """Apply an operation (see module docstring); returns its diff entries."""
-        labels, _ = labelsFromSegmentation(segmentationNode)
+        """Apply an operation (see module docstring) to a segmentation or a labelled scan."""
+        labels = currentLabels(segmentationNode)
+        if labels.max(initial=0) > 255:
+            from ToothMCLCore.errors import InvalidInputError
+
+            raise InvalidInputError(f"{segmentationNode.GetName()} holds label values above 255, which are "
+                                    "not FDI numbers; relabel them first")
         corrected, entries = correctedLabels(labels, op, tooth, target, quadrant, step)
-        indices = np.flatnonzero(labels != corrected)
-        if segmentationNode.GetID() not in self._steps:
-            self._inherited[segmentationNode.GetID()] = self.diff(segmentationNode)
-        setToothLabels(segmentationNode, corrected)
-        self._steps.setdefault(segmentationNode.GetID(), []).append(
+        return self._record(segmentationNode, labels, corrected.astype(labels.dtype),
+                            _perElement(entries, segmentationNode))
+
+    def relabelVertices(self, scanNode, vertexIndices, target) -> list[dict]:
+        """Give the vertices ``vertexIndices`` of a labelled scan the label ``target`` (FDI or 0).
+
+        Returns one diff entry per label the vertices had (``{"op": "relabel", "from", "to",
+        "vertices"}``); an empty selection is an error, so that nothing silent happens.
+        """
+        from ToothMCLCore import fdi
+        from ToothMCLCore.errors import InvalidInputError
+
+        if not isScan(scanNode):
+            raise InvalidInputError("relabelling vertices needs an intraoral scan; for a CBCT segmentation "
+                                    "use the Segment Editor")
+        target = _asNumber(target)
+        if target is None or (target != 0 and not fdi.is_valid_fdi(target)):
+            raise InvalidInputError(f"{target!r} is not a label for scan vertices; use 0 (gingiva) or an FDI "
+                                    "number such as 36")
+        labels = currentLabels(scanNode)
+        indices = np.unique(np.asarray(vertexIndices, dtype=np.int64).ravel())
+        if indices.size == 0:
+            raise InvalidInputError("no vertex is selected; place the ROI box around the vertices to relabel")
+        if indices[0] < 0 or indices[-1] >= labels.size:
+            raise InvalidInputError(f"vertex indices must lie in 0..{labels.size - 1}; select vertices of this scan")
+        corrected = labels.copy()
+        corrected[indices] = target
+        old, counts = np.unique(labels[indices], return_counts=True)
+        entries = [{"op": "relabel", "from": int(a), "to": int(target), "vertices": int(c)}
+                   for a, c in zip(old, counts) if int(a) != target]
+        if not entries:
+            raise InvalidInputError(f"the selected vertices already have label {target}; nothing to change")
+        return self._record(scanNode, labels, corrected, entries)
+
+    def _record(self, node, labels, corrected, entries) -> list[dict]:
+        indices = np.flatnonzero(labels.ravel() != corrected.ravel())
+        if node.GetID() not in self._steps:
+            self._inherited[node.GetID()] = self.diff(node)
+        _writeLabels(node, corrected)
+        self._steps.setdefault(node.GetID(), []).append(
             _Step(entries, indices, labels.ravel()[indices], corrected.ravel()[indices]))
-        self._writeDiff(segmentationNode)
+        self._writeDiff(node)
         return entries
 
     def canUndo(self, segmentationNode) -> bool:
@@ -171,10 +243,10 @@ class CorrectionCapture:
         if not steps:
             raise InvalidInputError(f"there is no correction of {segmentationNode.GetName()} to undo")
         last = steps[-1]
-        labels, _ = labelsFromSegmentation(segmentationNode)
+        labels = currentLabels(segmentationNode)
         flat = labels.ravel()
         flat[last.indices] = last.before
-        setToothLabels(segmentationNode, labels)
+        _writeLabels(segmentationNode, labels)
         steps.pop()
         self._writeDiff(segmentationNode)
         return last.entries

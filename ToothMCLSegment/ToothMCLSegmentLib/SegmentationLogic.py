@@ -15,7 +15,9 @@ Public API (camelCase, Slicer style)::
     logic.undoCorrection(segmentationNode)
     rows = logic.teethTable(segmentationNode or modelNode)
     logic.applyVertexLabels(modelNode, labelsPerVertex)
-    logic.saveCorrection(segmentationNode, store_path, annotator, note)
+    logic.relabelVertices(scanNode, logic.verticesInROI(scanNode, roiNode), 36)  # scans
+    logic.createToothModels(scanNode)
+    logic.saveCorrection(segmentationNode or scanNode, store_path, annotator, note)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import Dependencies
-from .CorrectionCapture import CorrectionCapture
+from .CorrectionCapture import CorrectionCapture, currentLabels
 from .SegmentationJob import SegmentationJob
 from .SegmentDisplay import (
     INPUT_ROLE,
@@ -41,16 +43,23 @@ from .SegmentDisplay import (
     storePrediction,
 )
 from .TeethTable import teethTableFromModel, teethTableFromSegmentation
-from .VertexLabels import applyVertexLabels
+from .VertexLabels import (
+    applyVertexLabels,
+    createToothModels,
+    modelPointsWorld,
+    storeVertexPrediction,
+    vertexPrediction,
+    verticesInROI,
+)
 from .VolumeConversion import nodeFilePath, surfaceMeshFromModelNode, volumeFromNode
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float], None]
 STORE_NOT_AVAILABLE = (
-    "saving corrections needs the ToothMCL corrections store (ToothMCLCore.corrections), which is "
-    "not installed yet; update the ToothMCL extension. The corrected segmentation stays in the "
-    "scene: save it with File > Save Data"
+    "saving corrections needs the ToothMCL corrections store (ToothMCLCore.corrections), which "
+    "could not be imported; reinstall the ToothMCL extension. The corrected segmentation stays in "
+    "the scene: save it with File > Save Data"
 )
 
 
@@ -117,6 +126,8 @@ class SegmentationLogic:
 
                 raise ToothMCLError("the IOS pipeline returned no per-vertex labels; update the ToothMCL extension")
             self.applyVertexLabels(node, labels)
+            storeVertexPrediction(node, labels)
+            self.corrections.forget(node)
             setProvenance(node, getattr(job.result, "provenance", {}) or {})
             return node
         result = job.result
@@ -176,10 +187,24 @@ class SegmentationLogic:
         """Store per-vertex FDI labels as point array ``FDI`` and colour the scan by them."""
         applyVertexLabels(modelNode, labelsPerVertex)
 
+    def verticesInROI(self, modelNode, roiNode) -> np.ndarray:
+        """Indices of the scan's vertices inside a markups ROI box (the region to relabel)."""
+        return verticesInROI(modelNode, roiNode)
+
+    def relabelVertices(self, modelNode, vertexIndices, target) -> list[dict]:
+        """Give a region of a labelled scan the label ``target`` (FDI, or 0 = gingiva); undoable."""
+        return self.corrections.relabelVertices(modelNode, vertexIndices, target)
+
+    def createToothModels(self, modelNode) -> list:
+        """One model node per tooth of a labelled scan, named and coloured by FDI number."""
+        return createToothModels(modelNode)
+
     # -- corrections ------------------------------------------------------------------------
     def applyCorrection(self, segmentationNode, op: str, tooth=None, target=None, quadrant=None,
                         step=None) -> list[dict]:
         """Apply ``reassign``/``swap``/``merge``/``delete``/``renumber``; returns the diff entries.
+
+        The subject is a segmentation node (CBCT) or a labelled scan (model node).
 
         ``reassign`` tooth -> target, ``swap`` tooth <-> target, ``merge`` tooth into target,
         ``delete`` tooth, ``renumber`` every tooth of ``quadrant`` by ``step`` (+1/-1).
@@ -215,21 +240,24 @@ class SegmentationLogic:
         return True, "Save the prediction, the corrected segmentation and the list of corrections"
 
     def saveCorrection(self, segmentationNode, store_path, annotator: str, note: str = "",
-                       case_id: str | None = None):
-        """Save (prediction, corrected, diff, provenance) of a segmentation into the corrections store.
+                       case_id: str | None = None, patient_id: str | None = None):
+        """Save (prediction, corrected, diff, provenance) into the corrections store.
 
         Args:
-            segmentationNode: a segmentation made by :meth:`segmentVolume` (possibly corrected).
-            store_path: the store (an SQLite file, created if needed).
+            segmentationNode: a segmentation made by :meth:`segmentVolume`, or a scan labelled by
+                :meth:`segmentModel` (possibly corrected).
+            store_path: the store folder (created if needed).
             annotator: who corrected it.
             note: free text.
-            case_id: defaults to the input volume's name.
+            case_id: defaults to the input's node name.
+            patient_id: the patient (dataset splits keep a patient's cases together); defaults
+                to the case.
 
         Returns:
-            whatever ``CorrectionStore.save`` returns (the saved record).
+            the :class:`~ToothMCLCore.corrections.records.Revision` saved.
 
         Raises:
-            ToothMCLError: the store is not installed yet (issue 5), no annotator, or the
+            ToothMCLError: the store cannot be imported, no store or annotator, or the
                 segmentation was not made by ToothMCL in this scene.
         """
         from ToothMCLCore.errors import InvalidInputError, ToothMCLError
@@ -238,45 +266,69 @@ class SegmentationLogic:
             from ToothMCLCore.corrections import CorrectionStore
         except ImportError:
             raise ToothMCLError(STORE_NOT_AVAILABLE) from None
+        if segmentationNode is None:
+            raise InvalidInputError("nothing to save: segment a CBCT volume or a scan first")
         if not str(store_path or "").strip():
-            raise InvalidInputError("choose a corrections store file before saving")
+            raise InvalidInputError("choose a corrections store folder before saving")
         if not str(annotator or "").strip():
             raise InvalidInputError("enter the annotator's name before saving a correction")
-        prediction = predictionLabels(segmentationNode)
+        scan = segmentationNode.IsA("vtkMRMLModelNode")
+        prediction = vertexPrediction(segmentationNode) if scan else predictionLabels(segmentationNode)
         if prediction is None:
             raise InvalidInputError(
                 f"{segmentationNode.GetName()} has no stored prediction (it was not made by ToothMCL in "
-                "this scene); segment the volume with ToothMCL, correct it, then save"
+                f"this scene); segment the {'scan' if scan else 'volume'} with ToothMCL, correct it, then save"
             )
-        from ToothMCLCore.types import Geometry
-
-        corrected, ijkToRas = labelsFromSegmentation(segmentationNode)
-        inputNode = segmentationNode.GetNodeReference(INPUT_ROLE)
-        inputPath = nodeFilePath(inputNode)
         provenance = getProvenance(segmentationNode)
         diff = self.correctionDiff(segmentationNode)
         provenance.pop("corrections", None)
+        extra = {"patient_id": patient_id} if patient_id else {}
+        if scan:
+            inputNode = segmentationNode
+            inputPath = nodeFilePath(inputNode)
+            labels = {
+                "prediction": prediction, "corrected": currentLabels(segmentationNode), "geometry": None,
+                "modality": "ios", "jaw": provenance.get("jaw") or None,
+                "vertices": modelPointsWorld(segmentationNode),
+                "input_sha256": _fileSha256(inputPath) or _pointsSha256(inputNode),
+            }
+        else:
+            from ToothMCLCore.types import Geometry
+
+            corrected, ijkToRas = labelsFromSegmentation(segmentationNode)
+            inputNode = segmentationNode.GetNodeReference(INPUT_ROLE)
+            inputPath = nodeFilePath(inputNode)
+            labels = {"prediction": prediction, "corrected": corrected,
+                      "geometry": Geometry.from_ijk_to_ras(ijkToRas),
+                      "input_sha256": _inputSha256(inputNode, inputPath)}
         store = CorrectionStore(store_path, create=True)
         return store.save(
             case_id=case_id or (inputNode.GetName() if inputNode is not None else segmentationNode.GetName()),
-            input_path=inputPath,
-            input_sha256=_inputSha256(inputNode, inputPath),
-            prediction=prediction,
-            corrected=corrected,
-            geometry=Geometry.from_ijk_to_ras(ijkToRas),
-            model=provenance,
-            annotator=str(annotator).strip(),
-            note=str(note or ""),
-            diff=diff,
+            input_path=inputPath, model=provenance, annotator=str(annotator).strip(),
+            note=str(note or ""), diff=diff, **labels, **extra,
         )
+
+
+def _pointsSha256(modelNode) -> str:
+    """SHA-256 of a scan's float32 vertex positions, for a scan not loaded from a file."""
+    import slicer
+
+    points = np.ascontiguousarray(slicer.util.arrayFromModelPoints(modelNode), dtype=np.float32)
+    return hashlib.sha256(points.tobytes()).hexdigest()
+
+
+def _fileSha256(path: str) -> str:
+    if path and os.path.isfile(path):
+        from ToothMCLCore.models.checkpoint import sha256_of
+
+        return sha256_of(path)
+    return ""
 
 
 def _inputSha256(inputNode, inputPath: str) -> str:
     """SHA-256 of the input file, or of the voxel bytes when the volume was not loaded from a file."""
     if inputPath and os.path.isfile(inputPath):
-        from ToothMCLCore.models.checkpoint import sha256_of
-
-        return sha256_of(inputPath)
+        return _fileSha256(inputPath)
     if inputNode is None or inputNode.GetImageData() is None:
         return ""
     import slicer

@@ -54,6 +54,10 @@ class TeethPanel(VTKObservationMixin):
         ui.shiftUpButton.connect("clicked(bool)", lambda: self._renumber(+1))
         ui.undoButton.connect("clicked(bool)", self.onUndo)
         ui.segmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
+        ui.regionROISelector.setMRMLScene(slicer.mrmlScene)
+        ui.regionROISelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onSelection())
+        ui.relabelRegionButton.connect("clicked(bool)", self.onRelabelRegion)
+        ui.toothModelsButton.connect("clicked(bool)", self.onToothModels)
 
     def cleanup(self):
         self._timer.stop()
@@ -74,9 +78,8 @@ class TeethPanel(VTKObservationMixin):
 
     def update(self):
         """Buttons that depend on the parameter node; the table when the subject changed."""
-        segmentation = self._segmentation()
-        self.ui.undoButton.enabled = self.logic.canUndoCorrection(segmentation)
-        self.ui.segmentEditorButton.enabled = segmentation is not None
+        self.ui.undoButton.enabled = self.logic.canUndoCorrection(self.subject())
+        self.ui.segmentEditorButton.enabled = self._segmentation() is not None
         if self.subject() is not self._node:
             self.refresh()
 
@@ -106,7 +109,7 @@ class TeethPanel(VTKObservationMixin):
                     item.setBackground(qt.QColor(*FLAG_BACKGROUND))
                 table.setItem(r, c, item)
         table.resizeColumnsToContents()
-        self.ui.undoButton.enabled = self.logic.canUndoCorrection(self._segmentation())
+        self.ui.undoButton.enabled = self.logic.canUndoCorrection(node)
         self.onSelection()
 
     def _onNodeModified(self, caller=None, event=None):
@@ -116,9 +119,12 @@ class TeethPanel(VTKObservationMixin):
         p = self._parameterNode()
         return p.segmentation if p is not None else None
 
+    def _isScan(self):
+        return self._node is not None and self._node.IsA("vtkMRMLModelNode")
+
     def _selected(self):
-        if self._node is None or not self._node.IsA("vtkMRMLSegmentationNode"):
-            return []  # scans are listed, not corrected here
+        if self._node is None:
+            return []
         rows = sorted({index.row() for index in self.ui.teethTableWidget.selectedIndexes()})
         return [self._rows[r] for r in rows if r < len(self._rows)]
 
@@ -140,13 +146,44 @@ class TeethPanel(VTKObservationMixin):
         self.ui.deleteButton.enabled = one
         self.ui.shiftDownButton.enabled = self.ui.shiftUpButton.enabled = one and fdi.is_valid_fdi(selected[0].fdi)
         self.ui.swapButton.enabled = self.ui.mergeButton.enabled = two
+        self._updateRegionTools()
+
+    def _updateRegionTools(self):
+        """Scans only: the region label choices (gingiva + the jaw's teeth) and the buttons."""
+        from ToothMCLCore import fdi
+
+        scan = self._isScan()
+        for widget in (self.ui.regionROISelector, self.ui.regionLabelComboBox, self.ui.toothModelsButton):
+            widget.enabled = scan
+        if scan and self.ui.regionLabelComboBox.count == 0:
+            self.ui.regionLabelComboBox.addItem(_("gingiva"), 0)
+            jaw = self._node.GetAttribute("ToothMCL.jaw")
+            jaws = [jaw] if jaw in fdi.JAWS else list(fdi.JAWS)
+            for number in [n for j in jaws for n in fdi.teeth_of_jaw(j)]:
+                self.ui.regionLabelComboBox.addItem(fdi.tooth(number).label, number)
+        elif not scan:
+            self.ui.regionLabelComboBox.clear()
+        self.ui.relabelRegionButton.enabled = scan and self.ui.regionROISelector.currentNode() is not None
 
     def _correct(self, op, **kwargs):
         try:
             with slicer.util.tryWithErrorDisplay(_("The correction could not be applied."), waitCursor=True):
-                self.logic.applyCorrection(self._segmentation(), op, **kwargs)
+                self.logic.applyCorrection(self.subject(), op, **kwargs)
         finally:
             self.refresh()
+
+    def onRelabelRegion(self):
+        scan, roi = self.subject(), self.ui.regionROISelector.currentNode()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The region could not be relabelled."), waitCursor=True):
+                vertices = self.logic.verticesInROI(scan, roi)
+                self.logic.relabelVertices(scan, vertices, int(self.ui.regionLabelComboBox.currentData))
+        finally:
+            self.refresh()
+
+    def onToothModels(self):
+        with slicer.util.tryWithErrorDisplay(_("The tooth models could not be made."), waitCursor=True):
+            self.logic.createToothModels(self.subject())
 
     def onReassign(self):
         (row,) = self._selected()
@@ -169,7 +206,7 @@ class TeethPanel(VTKObservationMixin):
     def onUndo(self):
         try:
             with slicer.util.tryWithErrorDisplay(_("Nothing could be undone."), waitCursor=True):
-                self.logic.undoCorrection(self._segmentation())
+                self.logic.undoCorrection(self.subject())
         finally:
             self.refresh()
 

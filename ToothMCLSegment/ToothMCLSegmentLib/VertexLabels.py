@@ -13,6 +13,9 @@ import vtk
 from vtk.util import numpy_support
 
 FDI_ARRAY_NAME = "FDI"
+PREDICTION_ARRAY_NAME = "FDI prediction"
+#: attribute of a per-tooth model node: the ID of the scan it was cut from
+TOOTH_OF_ATTRIBUTE = "ToothMCL.toothOf"
 COLOR_TABLE_NAME = "ToothMCL FDI"
 COLOR_TABLE_SINGLETON = "ToothMCLFDIColors"
 GINGIVA_COLOR = (0.93, 0.66, 0.66)
@@ -93,3 +96,116 @@ def vertexLabels(modelNode) -> np.ndarray | None:
     polyData = modelNode.GetPolyData() if modelNode is not None else None
     array = polyData.GetPointData().GetArray(FDI_ARRAY_NAME) if polyData is not None else None
     return None if array is None else numpy_support.vtk_to_numpy(array).astype(np.int32)
+
+
+def setVertexLabels(modelNode, labelsPerVertex) -> None:
+    """Replace the ``FDI`` values of a labelled scan in place (corrections, undo)."""
+    polyData = modelNode.GetPolyData()
+    array = polyData.GetPointData().GetArray(FDI_ARRAY_NAME) if polyData is not None else None
+    if array is None:
+        applyVertexLabels(modelNode, labelsPerVertex)
+        return
+    numpy_support.vtk_to_numpy(array)[:] = np.asarray(labelsPerVertex, dtype=np.int32).ravel()
+    array.Modified()
+    polyData.Modified()
+    modelNode.Modified()
+
+
+def storeVertexPrediction(modelNode, labelsPerVertex) -> None:
+    """Keep the network's per-vertex labels as point array ``FDI prediction``.
+
+    Corrections are saved as (prediction, corrected) pairs, so the prediction must survive
+    edits of ``FDI``; as a point array it is also saved with the model (``.vtk``/``.vtp``).
+    """
+    array = numpy_support.numpy_to_vtk(np.asarray(labelsPerVertex, dtype=np.int32).ravel(), deep=True,
+                                       array_type=vtk.VTK_INT)
+    array.SetName(PREDICTION_ARRAY_NAME)
+    pointData = modelNode.GetPolyData().GetPointData()
+    pointData.RemoveArray(PREDICTION_ARRAY_NAME)
+    pointData.AddArray(array)
+
+
+def vertexPrediction(modelNode) -> np.ndarray | None:
+    """``(N,)`` int32 copy of the stored network prediction of a scan, or None."""
+    polyData = modelNode.GetPolyData() if modelNode is not None else None
+    array = polyData.GetPointData().GetArray(PREDICTION_ARRAY_NAME) if polyData is not None else None
+    return None if array is None else numpy_support.vtk_to_numpy(array).astype(np.int32)
+
+
+def modelPointsWorld(modelNode) -> np.ndarray:
+    """``(N, 3)`` float64 vertex positions in world (RAS) coordinates, through a linear parent transform."""
+    points = np.array(slicer.util.arrayFromModelPoints(modelNode), dtype=np.float64)
+    transformNode = modelNode.GetParentTransformNode()
+    if transformNode is not None:
+        if not transformNode.IsTransformToWorldLinear():
+            from ToothMCLCore.errors import InvalidInputError
+
+            raise InvalidInputError(f"{modelNode.GetName()} is under a non-linear transform; harden it first")
+        matrix = vtk.vtkMatrix4x4()
+        transformNode.GetMatrixTransformToWorld(matrix)
+        m = slicer.util.arrayFromVTKMatrix(matrix)
+        points = points @ m[:3, :3].T + m[:3, 3]
+    return points
+
+
+def verticesInROI(modelNode, roiNode) -> np.ndarray:
+    """Indices (int64, ascending) of the scan's vertices inside a markups ROI box (world coordinates).
+
+    Follows the ROI's rotation (its object-to-world matrix) and its "inside out" flag, as
+    ``vtkMRMLMarkupsROINode.IsPointInROIWorld`` does, but for all vertices at once.
+    """
+    from ToothMCLCore.errors import InvalidInputError
+
+    if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
+        raise InvalidInputError("select a markups ROI (box) around the vertices to relabel")
+    points = modelPointsWorld(modelNode)
+    toObject = np.linalg.inv(slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix()))
+    local = points @ toObject[:3, :3].T + toObject[:3, 3]
+    inside = np.all(np.abs(local) <= np.asarray(roiNode.GetSize()) / 2.0, axis=1)
+    if roiNode.GetInsideOut():
+        inside = ~inside
+    return np.flatnonzero(inside)
+
+
+def createToothModels(modelNode) -> list:
+    """One model node per labelled tooth of a scan (cells whose three vertices share the label).
+
+    Named like the CBCT segments (``fdi.tooth(n).label``), coloured from the FDI table, with
+    attribute ``ToothMCL.fdi``. Earlier tooth models made from the same scan are replaced.
+    Returns the new nodes sorted by FDI number.
+    """
+    from ToothMCLCore import fdi
+
+    labels = vertexLabels(modelNode)
+    if labels is None:
+        from ToothMCLCore.errors import InvalidInputError
+
+        raise InvalidInputError(f"{modelNode.GetName()} has no FDI labels; segment the scan first")
+    scene = modelNode.GetScene()
+    for node in list(scene.GetNodesByClass("vtkMRMLModelNode")):
+        if node.GetAttribute(TOOTH_OF_ATTRIBUTE) == modelNode.GetID():
+            scene.RemoveNode(node)
+    nodes = []
+    for value in sorted(int(v) for v in np.unique(labels) if fdi.is_valid_fdi(int(v))):
+        threshold = vtk.vtkThreshold()
+        threshold.SetInputData(modelNode.GetPolyData())
+        threshold.SetInputArrayToProcess(0, 0, 0, vtk.vtkDataObject.FIELD_ASSOCIATION_POINTS, FDI_ARRAY_NAME)
+        threshold.SetLowerThreshold(value)
+        threshold.SetUpperThreshold(value)
+        threshold.SetThresholdFunction(vtk.vtkThreshold.THRESHOLD_BETWEEN)
+        threshold.AllScalarsOn()
+        surface = vtk.vtkGeometryFilter()
+        surface.SetInputConnection(threshold.GetOutputPort())
+        surface.Update()
+        if surface.GetOutput().GetNumberOfCells() == 0:
+            continue
+        tooth = scene.AddNewNodeByClass("vtkMRMLModelNode", fdi.tooth(value).label)
+        tooth.SetAndObservePolyData(surface.GetOutput())
+        tooth.SetAttribute(TOOTH_OF_ATTRIBUTE, modelNode.GetID())
+        tooth.SetAttribute("ToothMCL.fdi", str(value))
+        tooth.SetAndObserveTransformNodeID(modelNode.GetTransformNodeID())
+        tooth.CreateDefaultDisplayNodes()
+        tooth.GetDisplayNode().SetColor(*fdi.label_color(value))
+        tooth.GetDisplayNode().SetScalarVisibility(False)
+        nodes.append(tooth)
+    return nodes

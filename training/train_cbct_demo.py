@@ -2,16 +2,22 @@
 
     python -m training.train_cbct_demo --out ToothMCLCore/weights
 
-takes about 30 minutes on 2 CPU cores and writes ``cbct_roi_demo_v1`` and
+takes about 90 minutes on 2 CPU cores and writes ``cbct_roi_demo_v1`` and
 ``cbct_swinunetr_demo_v1`` (safetensors + model card). The cards say "trained on synthetic
-phantoms, not for clinical use".
+phantoms, not for clinical use". Every ``--eval-every`` steps it prints the mean Dice on a
+held-out phantom and saves the weights so far, so a run can be stopped once it is good enough.
 
 What differs from the paper, and why (all written into the model card):
 - voxel size 0.8 mm instead of 0.3 mm and SwinUNETR feature size 12, depths (1, 1, 1, 1):
   a CPU could not train the full model in minutes. The inference pipeline is the same; only
   the card's numbers change.
-- AdamW learning rate 2e-3 (one-cycle) for several hundred iterations of batch 1 instead of 3e-4 for 150 epochs.
-- random 64^3 crops instead of 256x256x128.
+- crops of 64 x 96 x 96 voxels (51 x 77 x 77 mm) drawn inside the teeth's box plus a random
+  margin, which is what the ROI crop gives at inference: each crop holds most of the arch, so
+  the network can number a tooth from its place in the arch. A first run with random 64^3
+  crops anywhere (half an arch) collapsed to background after 700 steps.
+- AdamW, learning rate 1e-3 with 5% linear warm-up then cosine decay (the paper: 3e-4 for 150
+  epochs on a GPU); bfloat16 autocast on CPU, which is 1.5x faster here and the CPU analogue of
+  the paper's AMP.
 The loss is the paper's (Dice + cross-entropy) and augmentations keep the paper's rule: intensity
 shift, Gaussian noise, random crops, no flips.
 """
@@ -19,6 +25,7 @@ shift, Gaussian noise, random crops, no flips.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -37,6 +44,7 @@ logger = logging.getLogger("training.cbct_demo")
 DEMO_NOTE = "trained on synthetic phantoms, not for clinical use"
 TEETH_ARCH = {"in_channels": 1, "out_channels": 34, "feature_size": 12, "depths": [1, 1, 1, 1],
               "num_heads": [3, 6, 12, 24]}
+EVAL_SEED = 1000  # held-out phantom for the Dice printed during training (the demo uses 2024)
 ROI_ARCH = {"in_channels": 1, "out_channels": 2, "features": [8, 16, 32, 64, 128, 8]}
 
 
@@ -56,11 +64,47 @@ def _dice_ce():
     return DiceCELoss(to_onehot_y=True, softmax=True, include_background=True)
 
 
-def train_network(net, cases, patch, steps, lr, rng, log_every=20, margin_voxels=8, roi_crop=True, batch=2):
+def _schedule(opt, steps: int, warmup_fraction: float = 0.05):
+    """Linear warm-up then cosine decay to zero."""
+    import math
+
+    import torch
+
+    warm = max(1, int(steps * warmup_fraction))
+
+    def factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def held_out_dice(net, case, patch) -> float:
+    """Mean Dice over the teeth present in a held-out case, windowed over its teeth box + 8 voxels."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from ToothMCLCore import fdi
+    from ToothMCLCore.evaluation.dice import dice_per_tooth, mean_dice
+
+    box = expand_box(case.teeth_box, case.image.shape, 8)
+    x = torch.from_numpy(case.image[box].copy())[None, None]
+    was_training = net.training
+    net.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = sliding_window_inference(x, patch, 1, net, overlap=0.25, mode="gaussian")
+    net.train(was_training)
+    pred = fdi.class_index_to_fdi(logits[0].float().argmax(0).numpy(), "cbct")
+    return mean_dice(dice_per_tooth(pred, fdi.class_index_to_fdi(case.classes[box], "cbct")))
+
+
+def train_network(net, cases, patch, steps, lr, rng, log_every=20, margin_voxels=8, roi_crop=True, batch=2,
+                  bf16=True, eval_case=None, eval_every=0, on_eval=None):
     import torch
 
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = _schedule(opt, steps)
     loss_fn = _dice_ce()
     net.train()
     start = time.monotonic()
@@ -70,13 +114,20 @@ def train_network(net, cases, patch, steps, lr, rng, log_every=20, margin_voxels
         xs, ys = zip(*(random_patch(case, patch, rng, region) for _ in range(batch)))
         x = torch.from_numpy(np.stack([augment_intensity(a, rng) for a in xs]))[:, None]
         y = torch.from_numpy(np.stack(ys))[:, None]
-        loss = loss_fn(net(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = loss_fn(out.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps - 1:
             logger.info("step %d/%d loss %.4f (%.0fs)", step + 1, steps, loss.item(), time.monotonic() - start)
+        if eval_case is not None and eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
+            dice = held_out_dice(net, eval_case, patch)
+            logger.info("step %d held-out mean Dice %.3f", step + 1, dice)
+            if on_eval is not None:
+                on_eval(step + 1, dice)
     net.eval()
     return net
 
@@ -85,10 +136,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="ToothMCLCore/weights", help="folder for the weights and cards")
     p.add_argument("--cases", type=int, default=10, help="training phantoms")
-    p.add_argument("--steps", type=int, default=800, help="SwinUNETR iterations")
+    p.add_argument("--steps", type=int, default=1500, help="SwinUNETR iterations")
     p.add_argument("--roi-steps", type=int, default=150, help="ROI U-Net iterations")
     p.add_argument("--batch", type=int, default=1, help="SwinUNETR patches per step")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=100, help="held-out Dice and a checkpoint every N steps")
     p.add_argument("--spacing", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -135,20 +187,29 @@ def main(argv=None) -> int:
         net, _ = load_checkpoint(args.init)
     else:
         net = build_model("swinunetr", TEETH_ARCH)
-    train_network(net, teeth_cases, (64, 64, 64), args.steps, args.lr, rng, batch=args.batch)
+    patch = (64, 96, 96)
     card = ModelCard(
         name="cbct_swinunetr_demo_v1", version="1.0.0", task="cbct_teeth", architecture="swinunetr",
         arch_args=TEETH_ARCH, class_scheme="cbct", preprocess=teeth_pre.to_dict(),
-        sliding_window=SlidingWindowConfig(roi_size=(64, 64, 64), overlap=0.25).to_dict(),
+        sliding_window=SlidingWindowConfig(roi_size=patch, overlap=0.25).to_dict(),
         training_data=f"{args.cases} synthetic CBCT phantoms (ToothMCLCore.synthetic, seeds 0..{args.cases - 1})",
         intended_use=f"demo SwinUNETR: {DEMO_NOTE}",
-        notes=("0.8 mm grid, feature size 12, depths (1,1,1,1), lr 2e-3, 64^3 crops so that it trains on a "
-               "CPU; the paper's model uses 0.3 mm and 256x256x128 crops. Intensity offset: auto "
-               "(+1000 when the 0.5th percentile is below -500). Labels: class 0 background, 1-32 FDI "
-               "11-48, 33 metal (label 99)."),
+        notes=(f"{args.spacing} mm grid, feature size 12, depths (1,1,1,1), {args.steps} steps of batch "
+               f"{args.batch}, AdamW lr {args.lr} warm-up + cosine, bfloat16 autocast, 64x96x96 crops inside "
+               "the teeth box so that it trains on a CPU; the paper's model uses 0.3 mm and 256x256x128 crops. "
+               "Intensity offset: auto (+1000 when the 0.5th percentile is below -500). Labels: class 0 "
+               "background, 1-32 FDI 11-48, 33 metal (label 99)."),
         roi_model="cbct_roi_demo_v1",
     )
-    save_checkpoint(net, card, out / "cbct_swinunetr_demo_v1.safetensors")
+    image, labels = make_cbct_phantom(seed=EVAL_SEED, **phantom_options(EVAL_SEED))
+    eval_case = prepare_case(image, labels, teeth_pre, name="held-out")
+
+    def checkpoint(step, dice):
+        metrics = {"held_out_mean_dice_0.8mm": round(dice, 4), "steps": step}
+        save_checkpoint(net, dataclasses.replace(card, metrics=metrics), out / "cbct_swinunetr_demo_v1.safetensors")
+
+    train_network(net, teeth_cases, patch, args.steps, args.lr, rng, batch=args.batch,
+                  eval_case=eval_case, eval_every=args.eval_every, on_eval=checkpoint)
     logger.info("done in %.0fs", time.monotonic() - t0)
     return 0
 

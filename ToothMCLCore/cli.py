@@ -36,7 +36,7 @@ class _Progress:
         elapsed = time.monotonic() - self.start
         if self.tty:
             width = 30
-            filled = int(round(width * fraction))
+            filled = round(width * fraction)
             bar = "#" * filled + "-" * (width - filled)
             self.stream.write(f"\r[{bar}] {fraction * 100:5.1f}% {stage:<12} {elapsed:6.1f}s")
             if fraction >= 1.0:

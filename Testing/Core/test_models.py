@@ -88,7 +88,7 @@ def test_named_model_is_downloaded_once_into_the_cache(registry, tmp_path):
     shutil.rmtree(source)
     again, _ = resolve_weights("cbct_swinunetr_tiny_v1")
     assert again == path
-    model, card = load_checkpoint(again, expected_sha256=sha)
+    _model, card = load_checkpoint(again, expected_sha256=sha)
     assert card.task == "cbct_teeth"
 
 

@@ -194,7 +194,6 @@ def test_segmenting_a_scan_keeps_the_prediction_through_corrections(scene, ios_p
     import slicer
     from test_vertex_labels import _model_from_mesh
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
-
     from ToothMCLSegmentLib.VertexLabels import vertexPrediction
 
     logic = SegmentationLogic()

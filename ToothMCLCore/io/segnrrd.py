@@ -209,7 +209,7 @@ def read_seg_nrrd(
         voxels, header = nrrd.read(str(p), index_order="C")
     except ResourceLimitError:
         raise
-    except Exception as exc:  # pynrrd raises NRRDError, ValueError, OSError, zlib.error, ...
+    except Exception as exc:  # noqa: BLE001 (pynrrd raises NRRDError, ValueError, OSError, zlib.error, ...)
         raise InvalidInputError(
             f"{p} could not be read as a NRRD segmentation ({type(exc).__name__}: {exc}); "
             "save it again from Slicer as .seg.nrrd"

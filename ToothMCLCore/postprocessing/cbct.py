@@ -112,7 +112,7 @@ def number_teeth(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
     """
     config = config or PostprocessConfig()
     voxel_mm3 = float(np.prod(geometry.spacing))
-    min_voxels = max(1, int(round(config.min_tooth_volume_mm3 / voxel_mm3)))
+    min_voxels = max(1, round(config.min_tooth_volume_mm3 / voxel_mm3))
     instances = find_instances(class_map, probs, geometry, min_voxels)
     out = np.zeros(class_map.shape, dtype=np.uint8)
 
@@ -141,7 +141,7 @@ def number_teeth(class_map: np.ndarray, probs: np.ndarray, geometry: Geometry,
     metal_index = int(fdi.fdi_to_class_index(fdi.METAL_LABEL, "cbct"))
     metal = class_map == metal_index
     if metal.any():
-        comp, n = ndimage.label(metal, structure=_STRUCTURE)
+        comp, _ = ndimage.label(metal, structure=_STRUCTURE)
         sizes = np.bincount(comp.ravel())
         keep = sizes >= min_voxels
         keep[0] = False

@@ -174,7 +174,7 @@ def test_tooth_models_are_one_per_tooth_named_and_coloured(scene, labelled_scan)
     from ToothMCLCore import fdi
 
     logic = SegmentationLogic()
-    model, labels = labelled_scan
+    model, _ = labelled_scan
     first = logic.createToothModels(model)
     teeth = logic.createToothModels(model)
 

@@ -87,6 +87,20 @@ def test_fdi_labels_round_trip(tmp_path, upper, suffix):
     assert np.array_equal(read_mesh(path).mesh.labels, upper.labels)
 
 
+def test_ascii_ply_reads_with_its_normals(tmp_path, upper):
+    """An ASCII PLY (as many scanners and MeshLab save) reads like a binary one, normals included."""
+    import trimesh
+
+    tm = trimesh.Trimesh(upper.vertices_ras, upper.faces, process=False)
+    path = tmp_path / "ascii.ply"
+    path.write_bytes(trimesh.exchange.ply.export_ply(tm, encoding="ascii", vertex_normal=True))
+    assert path.read_bytes().startswith(b"ply\nformat ascii")
+    result = read_mesh(path)
+    assert result.mesh.n_vertices == upper.n_vertices
+    assert np.allclose(result.mesh.vertices_ras, upper.vertices_ras, atol=1e-4)
+    assert np.allclose(result.normals, tm.vertex_normals, atol=1e-3)
+
+
 def test_ply_colours_follow_the_fdi_table(tmp_path, upper):
     """A viewer shows each tooth in its FDI colour and the gingiva pink."""
     import trimesh

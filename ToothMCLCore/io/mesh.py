@@ -154,9 +154,13 @@ def _read_ply(path: Path):
 
     geom = trimesh.load(path, file_type="ply", process=False)
     raw = geom.metadata.get("_ply_raw", {}).get("vertex", {}).get("data")
-    names = raw.dtype.names if raw is not None and raw.dtype.names else ()
-    normals = np.stack([raw[k] for k in ("nx", "ny", "nz")], 1).astype(np.float64) if "nz" in names else None
-    labels = np.asarray(raw["FDI"]).astype(np.int32) if "FDI" in names else None
+    if isinstance(raw, dict):  # ASCII PLY: trimesh gives one array per property
+        names = tuple(raw)
+    else:  # binary PLY: one structured array
+        names = raw.dtype.names if raw is not None and raw.dtype.names else ()
+    normals = (np.stack([np.asarray(raw[k]).ravel() for k in ("nx", "ny", "nz")], 1).astype(np.float64)
+               if "nz" in names else None)
+    labels = np.asarray(raw["FDI"]).ravel().astype(np.int32) if "FDI" in names else None
     faces = np.asarray(getattr(geom, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
     return np.asarray(geom.vertices, dtype=np.float64).reshape(-1, 3), faces, normals, labels
 

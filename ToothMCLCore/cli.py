@@ -223,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate_ios)
 
     from .corrections.cli import add_corrections_parsers
+    from .corrections.export import add_export_parsers
+    from .io.public_datasets.cli import add_convert_parsers
 
     add_corrections_parsers(sub)
+    add_export_parsers(sub)
+    add_convert_parsers(sub)
 
     d = sub.add_parser("demo", help="segment a synthetic phantom with the demo weights and print Dice")
     d.add_argument("--out", default="toothmcl-demo", help="output folder (default: ./toothmcl-demo)")

@@ -10,7 +10,8 @@ Usage::
 
     store = CorrectionStore("corrections", create=True)
     rev = store.save("case_017", input_path="case_017.nii.gz", prediction=pred, corrected=corr,
-                     geometry=volume.geometry, model=result.provenance, annotator="dr who")
+                     geometry=volume.geometry, model=result.provenance, annotator="dr who",
+                     patient_id="P0042")     # optional; keeps a patient's scans in one dataset split
     store.revisions("case_017")              # [Revision(revision=1, ...), ...]
     data = store.load("case_017")            # latest: data.prediction, data.corrected, data.revision
 
@@ -30,6 +31,10 @@ On disk (a folder; paths inside are stored relative to it, so the folder can be 
         inputs/<sha256>/<name>    copy of the input file or DICOM folder, one per content
       tmp/<host>-<pid>-<id>/      saves in progress (ignored by readers); tmp/leftover-<id>/ set aside
       index.sqlite.damaged-<time>, damaged/   kept by `check --repair` after rebuilding a damaged index
+
+``toothmcl export-dataset`` (:mod:`.export`) turns the latest revision of every case into a
+training dataset (nnU-Net v2 for CBCT, Teeth3DS for IOS), split by ``Revision.patient_id``
+(the case id for revisions saved without one, including all made before patient ids were kept).
 
 CBCT labels are ``.nii.gz`` rather than ``.npz``: they carry their geometry, open as is in
 Slicer, ITK-SNAP and nnU-Net-style training code, and label maps compress well with gzip.

@@ -45,6 +45,9 @@ class Revision:
         operations: the annotator's operations as the caller recorded them (its ``diff``).
         files: file name in the revision folder -> SHA-256, checked by ``check``.
         folder: the revision folder, relative to the store.
+        patient_id: the patient the scan belongs to (dataset splits keep a patient's cases
+            together); the case id when the save gave none, and in stores written before
+            patient ids were kept.
     """
 
     case_id: str
@@ -68,6 +71,7 @@ class Revision:
     operations: list = field(default_factory=list)
     files: dict = field(default_factory=dict)
     folder: str = ""
+    patient_id: str = ""
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict (geometry as ``Geometry.to_dict()``, shape as a list)."""
@@ -81,6 +85,7 @@ class Revision:
         d = dict(d)
         d["shape"] = tuple(d["shape"])
         d["geometry"] = Geometry(**d["geometry"]) if d.get("geometry") else None
+        d["patient_id"] = d.get("patient_id") or d["case_id"]  # stores older than patient ids
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     @property
@@ -140,6 +145,19 @@ def check_case_id(case_id) -> str:
         raise InvalidInputError(
             f"case id must be 1-{MAX_CASE_ID} printable characters (got {case_id!r}); "
             "use the input scan's name, e.g. 'case_017'"
+        )
+    return text
+
+
+def check_patient_id(patient_id, case_id: str) -> str:
+    """The patient id to keep: ``patient_id`` checked like a case id, or ``case_id`` when None/""."""
+    if patient_id is None or (isinstance(patient_id, str) and not patient_id.strip()):
+        return case_id
+    text = str(patient_id).strip()
+    if len(text) > MAX_CASE_ID or any(ord(c) < 32 for c in text):
+        raise InvalidInputError(
+            f"patient id must be 1-{MAX_CASE_ID} printable characters (got {patient_id!r}); "
+            "use the pseudonymised patient number, e.g. 'P0042', or leave it out"
         )
     return text
 

@@ -39,6 +39,7 @@ from .records import (
     check_modality,
     check_model,
     check_operations,
+    check_patient_id,
     check_vertices,
 )
 
@@ -133,7 +134,7 @@ class CorrectionStore:
     def save(self, case_id, input_path=None, input_sha256=None, prediction=None, corrected=None,
              geometry=None, model=None, annotator: str = "", note: str = "", diff=None,
              copy_input: bool = True, modality: str = "cbct", jaw: str | None = None,
-             vertices=None) -> Revision:
+             vertices=None, patient_id: str | None = None) -> Revision:
         """Save a corrected segmentation as the next revision of a case.
 
         Args:
@@ -154,6 +155,9 @@ class CorrectionStore:
             copy_input: copy the input file or folder into the store (once per case and content).
             modality: ``"cbct"`` or ``"ios"``; jaw: ``"upper"``/``"lower"``/None (IOS only).
             vertices: ``(N, 3)`` vertex positions of the IOS mesh, stored with the labels.
+            patient_id: the patient the scan belongs to (default: the case id), so that a
+                dataset exported from the store never splits one patient's scans between
+                training and test. Kept with the revision (``Revision.patient_id``).
 
         Returns:
             the :class:`Revision` saved (numbered after every revision committed before it).
@@ -163,6 +167,7 @@ class CorrectionStore:
             CorrectionStoreError: the store stayed busy longer than ``busy_timeout_s``.
         """
         case_id = check_case_id(case_id)
+        patient_id = check_patient_id(patient_id, case_id)
         modality, jaw = check_modality(modality, jaw)
         pred = check_labels("prediction", prediction, modality, jaw)
         corr = check_labels("corrected", corrected, modality, jaw)
@@ -184,7 +189,7 @@ class CorrectionStore:
         if modality == "cbct" and source is not None:
             check_input_shape(source, pred.shape, geometry, logger)
         meta = {
-            "case_id": case_id, "modality": modality, "annotator": annotator, "note": str(note or ""),
+            "case_id": case_id, "patient_id": patient_id, "modality": modality, "annotator": annotator, "note": str(note or ""),
             "model_name": model_name, "model_version": model_version, "model_sha256": model_sha256,
             "model": model_dict, "input_path": str(input_path or ""), "input_sha256": input_sha256,
             "shape": list(pred.shape), "geometry": geometry.to_dict() if geometry is not None else None,

@@ -1,6 +1,7 @@
 """The ``toothmcl`` command line.
 
-Subcommands: ``demo``, ``segment-cbct``, ``models``. Every :class:`ToothMCLError` becomes one
+Subcommands: ``demo``, ``segment-cbct``, ``segment-ios``, ``evaluate-cbct``, ``evaluate-ios``,
+``corrections``, ``export-dataset``, ``convert-dataset``, ``models``. Every :class:`ToothMCLError` becomes one
 line on stderr and its exit code; no output file is left behind on failure (writers are
 atomic and run only after the segmentation succeeded).
 """
@@ -145,32 +146,6 @@ def cmd_segment_ios(args) -> int:
     return 0
 
 
-def cmd_evaluate_ios(args) -> int:
-    import json
-
-    from .evaluation.ios_metrics import evaluate_ios
-    from .io.mesh import read_mesh
-    from .io.teeth3ds import read_teeth3ds_json
-
-    scan = read_mesh(args.mesh)
-    vertices = scan.mesh.vertices_ras[scan.file_to_clean.clip(0)]
-    gt = read_teeth3ds_json(args.truth, n_vertices=scan.n_file_vertices)
-    pred = read_teeth3ds_json(args.prediction, n_vertices=scan.n_file_vertices, jaw=gt.jaw)
-    metrics = evaluate_ios(pred.labels, pred.instances, gt.labels, gt.instances, vertices, jaw=gt.jaw)
-    print(json.dumps(metrics, indent=2, default=_json_default))
-    return 0
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -216,11 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(i)
     i.set_defaults(func=cmd_segment_ios)
 
-    e = sub.add_parser("evaluate-ios", help="3DTeethSeg'22 metrics, OA, mIoU and per-tooth Dice as JSON")
-    e.add_argument("prediction", help="predicted Teeth3DS JSON")
-    e.add_argument("truth", help="ground-truth Teeth3DS JSON")
-    e.add_argument("--mesh", required=True, help="the scan both files label")
-    e.set_defaults(func=cmd_evaluate_ios)
+    from .evaluation.cli import add_evaluation_parsers
+
+    add_evaluation_parsers(sub)
 
     from .corrections.cli import add_corrections_parsers
     from .corrections.export import add_export_parsers

@@ -1,0 +1,85 @@
+"""Evaluate folders of Teeth3DS label files against ground truth, one jaw scan per case.
+
+Prediction and ground-truth ``.json`` files pair by case name (:mod:`.pairing`), e.g.
+``01A6GW4A_lower.json`` with ``01A6GW4A_lower_pred.json``. Each case also needs its scan: a
+mesh (``.obj``, ``.ply``, ``.stl``, ``.vtp``, ``.vtk``) with the same case name, searched in
+``mesh_dir`` (default: the ground-truth folder, as Teeth3DS ships ``<id>_<jaw>.obj`` next to
+``<id>_<jaw>.json``). Every case gets the metrics of :func:`.ios_metrics.evaluate_ios` (TSA,
+exp(-TLA), TIR, the 3DTeethSeg'22 score, OA, mIoU) and per-tooth Dice on the vertices as stored
+in the file, with the tooth rules of :mod:`.results`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InvalidInputError
+from .pairing import IOS_LABEL_SUFFIXES, find_cases, pair_cases
+from .results import CaseScore, Evaluation, check_has_teeth, score_teeth
+
+#: scan formats looked for in the mesh folder
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".vtp", ".vtk")
+#: per-case metrics taken from evaluate_ios, in report order (``TLA`` holds exp(-TLA))
+IOS_METRICS = ("TSA", "TLA", "TIR", "score", "OA", "mIoU", "TLA_distance")
+#: how the report names them
+IOS_METRIC_LABELS = {
+    "TSA": "TSA (tooth segmentation accuracy)",
+    "TLA": "TLA as exp(-TLA) (tooth localisation)",
+    "TIR": "TIR (tooth identification rate)",
+    "score": "3DTeethSeg'22 score (mean of the three)",
+    "OA": "OA (vertex accuracy)",
+    "mIoU": "mIoU (17 classes of the jaw)",
+    "TLA_distance": "TLA distance (before exp(-x))",
+}
+
+
+def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike], mesh_dir=None,
+                         progress=None) -> Evaluation:
+    """Per-case IOS metrics and per-tooth Dice of every method against the ground truth.
+
+    Args:
+        truth_dir: folder of ground-truth Teeth3DS ``.json`` files.
+        prediction_dirs: {method name: folder of predicted ``.json`` files}; the first method is
+            the reference of the paired t-tests.
+        mesh_dir: folder of the scans (default ``truth_dir``).
+        progress: optional ``callable(stage: str, fraction: float)``.
+
+    Raises:
+        InvalidInputError: unpaired cases, a case without scan, label files that do not fit
+            their scan, or no ground-truth tooth in any case.
+    """
+    from ..io.mesh import read_mesh
+    from ..io.teeth3ds import read_teeth3ds_json
+    from .ios_metrics import evaluate_ios
+
+    pairs = pair_cases(truth_dir, prediction_dirs, IOS_LABEL_SUFFIXES)
+    mesh_dir = truth_dir if mesh_dir is None else mesh_dir
+    meshes = find_cases(mesh_dir, MESH_SUFFIXES, "scan")
+    no_mesh = [case for case, _, _ in pairs if case not in meshes]
+    if no_mesh:
+        listed = ", ".join(no_mesh[:10]) + (" ..." if len(no_mesh) > 10 else "")
+        raise InvalidInputError(f"{len(no_mesh)} case(s) have no scan ({', '.join(MESH_SUFFIXES)}) with the "
+                                f"same name in {mesh_dir}: {listed}; pass the folder of the scans with "
+                                "--mesh")
+    scores = []
+    steps = len(pairs) * len(prediction_dirs)
+    for i, (case, truth_path, preds) in enumerate(pairs):
+        scan = read_mesh(meshes[case])
+        n = scan.n_file_vertices
+        vertices = scan.mesh.vertices_ras[scan.file_to_clean.clip(0)]
+        gt = read_teeth3ds_json(truth_path, n_vertices=n)
+        for j, (method, pred_path) in enumerate(preds.items()):
+            if progress:
+                progress("evaluating", (i * len(preds) + j) / steps)
+            pred = read_teeth3ds_json(pred_path, n_vertices=n, jaw=gt.jaw)
+            m = evaluate_ios(pred.labels, pred.instances, gt.labels, gt.instances, vertices, jaw=gt.jaw)
+            scores.append(CaseScore(case, method, score_teeth(pred.labels, gt.labels),
+                                    {k: float(m[k]) for k in IOS_METRICS}, str(pred_path), str(truth_path)))
+    if progress:
+        progress("evaluating", 1.0)
+    dirs = {m: str(Path(d).resolve()) for m, d in prediction_dirs.items()}
+    evaluation = Evaluation("ios", tuple(prediction_dirs), dirs, str(Path(truth_dir).resolve()), scores,
+                            "vertices")
+    check_has_teeth(evaluation)
+    return evaluation

@@ -173,6 +173,26 @@ def test_predictor_accepts_a_bare_mesh_and_finds_its_jaw(ios_phantoms, tiny_ios_
     assert set(np.unique(result.labels)) <= {0} | set(fdi.teeth_of_jaw("upper"))
 
 
+def test_several_samplings_average_the_probabilities_of_single_ones(ios_phantoms, tiny_ios_weights, monkeypatch):
+    """passes=3 labels the scan from the mean of three single-sampling probability maps, and says so."""
+    from ToothMCLCore.errors import InvalidInputError
+    from ToothMCLCore.inference import ios
+
+    mesh = ios_phantoms["lower"]
+    seen = []
+    numbered = ios.number_vertices
+    monkeypatch.setattr(ios, "number_vertices", lambda m, probs, *a: (seen.append(probs), numbered(m, probs, *a))[1])
+    single = [ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=1).predict(mesh, "lower", seed=s)
+              for s in (5, 6, 7)]
+    result = ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=3).predict(mesh, "lower", seed=5)
+
+    np.testing.assert_allclose(seen[3], np.mean(seen[:3], axis=0), atol=2e-3)  # CPU float reductions vary a little
+    assert result.provenance["sampling_passes"] == 3 and single[0].provenance["sampling_passes"] == 1
+    assert len(result.labels) == mesh.n_vertices
+    with pytest.raises(InvalidInputError, match="passes must be at least 1"):
+        ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=0)
+
+
 def test_large_mesh_is_decimated_and_still_labelled_per_file_vertex(tmp_path, ios_phantoms, tiny_ios_weights,
                                                                      monkeypatch, caplog):
     """Above the face budget the scan is decimated first (and says so); labels still cover every vertex."""

@@ -80,10 +80,18 @@ def build_point_transformer(in_channels: int = 6, num_classes: int = 17,
                                tuple(nsamples), share_planes, decoder_blocks)
 
 
+def build_softooth(preset: str = "paper", **overrides):
+    """SOFTooth IOS instance network (see ``ToothMCLCore.models.softooth``); presets "paper", "tiny"."""
+    from .softooth.network import build_softooth as build
+
+    return build(preset, **overrides)
+
+
 ARCHITECTURES: dict[str, Callable[..., Any]] = {
     "swinunetr": build_swinunetr,
     "roi_unet": build_roi_unet,
     "point_transformer": build_point_transformer,
+    "softooth": build_softooth,
 }
 
 

@@ -109,7 +109,7 @@ def normalised_rank(values: np.ndarray) -> np.ndarray:
     return ranks / (len(values) - 1)
 
 
-def arch_coordinate(centres_ras: np.ndarray) -> np.ndarray:
+def arch_coordinate(centres_ras: np.ndarray, reference_ras: np.ndarray | None = None) -> np.ndarray:
     """Position of tooth centres along the arch, increasing from the patient's right to left.
 
     Works in an RAS-aligned frame (x to the patient's right, y anterior): the arch opens
@@ -118,6 +118,9 @@ def arch_coordinate(centres_ras: np.ndarray) -> np.ndarray:
 
     Args:
         centres_ras: (N, 3) float, instance centres in RAS mm.
+        reference_ras: optional (M, 3) float centres that place the pivot point (default: the
+            centres themselves). Pass the same reference to compare two sets of centres, e.g.
+            predicted instances against ground-truth teeth.
 
     Returns:
         (N,) float, the angle in radians (only the order matters).
@@ -125,8 +128,9 @@ def arch_coordinate(centres_ras: np.ndarray) -> np.ndarray:
     c = np.asarray(centres_ras, dtype=np.float64)
     if len(c) == 0:
         return np.zeros(0)
-    cx = 0.5 * (c[:, 0].min() + c[:, 0].max())
-    cy = c[:, 1].min() - 0.1 * max(np.ptp(c[:, 1]), 1.0)
+    ref = c if reference_ras is None or len(reference_ras) == 0 else np.asarray(reference_ras, np.float64)
+    cx = 0.5 * (ref[:, 0].min() + ref[:, 0].max())
+    cy = ref[:, 1].min() - 0.1 * max(np.ptp(ref[:, 1]), 1.0)
     return -np.arctan2(c[:, 0] - cx, c[:, 1] - cy)
 
 

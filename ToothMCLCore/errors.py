@@ -21,6 +21,10 @@ class InvalidInputError(ToothMCLError):
     exit_code = 2
 
 
+class RegistrationError(InvalidInputError):
+    """An intraoral scan does not register onto its CBCT (wrong patient, wrong jaw, not a scan)."""
+
+
 class ResourceLimitError(ToothMCLError):
     """The input is too large for the memory this process may use."""
 

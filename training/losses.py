@@ -1,0 +1,185 @@
+"""Contrastive losses of the ToothMCL pretraining (paper Eq. 4-9).
+
+Notation: ``c_i`` CBCT token features, ``p_j`` IOS patch features, ``z_ij`` = +1 for positives
+and -1 for negatives (:mod:`ToothMCLCore.preprocessing.correspondence` builds them, with a mask
+of the pairs that enter the loss), ``t`` a logit scale and ``b`` a bias. ``log sigma`` is the
+log-sigmoid; ``log(1 / (1 + exp(-x))) = log sigma(x)``.
+
+Eq. 4 (cross-modal, sigmoid contrastive as in SigLIP)::
+
+    L_cross = -1/|B| sum_i sum_j log( 1 / (1 + exp(z_ij (-t_g c_i . p_j + b_g))) )
+            = -1/|B| sum_i sum_j log sigma( z_ij (t_g c_i . p_j - b_g) )
+
+with ``c_i``, ``p_j`` L2-normalised ("normalized latent representations"). Note the paper's sign
+of the bias: the logit is ``t c.p - b``, so SigLIP's bias -10 is ``b = +10`` here. The paper
+pairs |B| patches one to one; our CBCT tokens (Nc) and IOS patches (Ni) differ in number, so
+``|B|`` is the number of CBCT tokens (rows) that have at least one pair in the loss, which is
+Eq. 4 exactly when z is the identity on |B| pairs. A scan's loss is computed on its own tokens
+and patches; a batch averages its scans.
+
+Eq. 6-8 (intra-modal, one modality)::
+
+    a_ij = p_i . p_j / (|p_i| |p_j|)                       (6)
+    A_ij = log sigma( z_ij (t_l a_ij - b_l) )              (7)
+    L_intra = -1/|B| sum_m 1/w sum_j max_i A_ij            (8)
+
+``m`` runs over the scans of the batch, ``j`` over a scan's ``w`` patches and ``i`` over the
+patches paired with ``j`` (never ``j`` itself: ``a_jj = 1`` always). Eq. 8 as printed also sums
+over an ``n`` that its summand does not depend on; we read that as a typo. Note what the max
+does: ``A_ij`` is a log-likelihood, so ``max_i`` keeps, for every patch, the pair the model
+already explains best, and only that pair gets a gradient. ``reduction="mean"`` instead averages
+over all pairs, which is what the authors' released code does by default.
+
+Eq. 9: ``L_total = L_intra + alpha L_cross`` with ``L_intra`` the sum of the CBCT and the IOS
+intra-modal losses (the released code adds both, with alpha = 0.5).
+
+Initialisation. The paper gives none; the released code starts at ``t = 512**-0.5`` (about
+0.044) and ``b = 0`` with one (t, b) for all three losses, which keeps every logit within
++-0.05 at the start. We follow SigLIP instead (Zhai et al. 2023), which was tuned for this loss
+with many more negatives than positives: ``t = exp(t')`` with ``t' = log 10``, and a logit bias
+of -10 (``b = +10`` in the paper's sign), separately for (t_g, b_g) and (t_l, b_l) as the paper
+names them. ``t`` is capped at 100 (CLIP's cap) so the logits cannot blow up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: CLIP's cap on the logit scale
+MAX_LOGIT_SCALE = 100.0
+
+
+def _signs(z: torch.Tensor) -> torch.Tensor:
+    """z as +1 / -1 floats from a bool or +-1 (0 counts as negative) tensor."""
+    return torch.where(z > 0, 1.0, -1.0) if z.dtype != torch.bool else torch.where(z, 1.0, -1.0)
+
+
+def _check(name: str, tensor: torch.Tensor, shape: tuple) -> None:
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (got {tuple(tensor.shape)})")
+
+
+def cross_modal_sigmoid_loss(cbct: torch.Tensor, ios: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
+                             b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 4: sigmoid contrastive loss between CBCT tokens and IOS patches.
+
+    Args:
+        cbct: (B, Nc, h) float CBCT token features (normalised here).
+        ios: (B, Ni, h) float IOS patch features (normalised here).
+        z: (B, Nc, Ni) bool (True = matched) or +-1.
+        t, b: scalar tensors, the logit scale t_g (> 0) and bias b_g.
+        mask: (B, Nc, Ni) bool, pairs in the loss (None = all). Padding tokens / patches of
+            a batch of unequal scans are masked out.
+
+    Returns:
+        Scalar: mean over the scans of ``-1/|B| sum_ij mask_ij log sigma(z_ij (t c_i.p_j - b))``,
+        ``|B|`` = rows with at least one pair; scans with no pair count as 0.
+    """
+    bsz, nc, _ = cbct.shape
+    ni = ios.shape[1]
+    _check("z", z, (bsz, nc, ni))
+    mask = torch.ones(bsz, nc, ni, dtype=torch.bool, device=cbct.device) if mask is None else mask.bool()
+    _check("mask", mask, (bsz, nc, ni))
+    c, p = F.normalize(cbct, dim=-1), F.normalize(ios, dim=-1)
+    logits = t * torch.einsum("bih,bjh->bij", c, p) - b
+    terms = F.logsigmoid(_signs(z) * logits) * mask
+    rows = mask.any(dim=2).sum(dim=1).clamp_min(1)
+    return -(terms.sum(dim=(1, 2)) / rows).mean()
+
+
+def intra_modal_loss(features: torch.Tensor, z: torch.Tensor, t: torch.Tensor, b: torch.Tensor,
+                     mask: torch.Tensor | None = None, reduction: str = "max") -> torch.Tensor:
+    """Eq. 6-8: intra-modal loss of one modality.
+
+    Args:
+        features: (B, w, h) float patch features of one modality.
+        z: (B, w, w) bool or +-1, ``z_ij`` = patches i and j show similar anatomy.
+        t, b: scalar tensors, t_l (> 0) and b_l.
+        mask: (B, w, w) bool, pairs in the loss; None = every pair except i = j.
+        reduction: "max" (Eq. 8: per patch j the best pair i, averaged over the patches j that
+            have a pair) or "mean" (all pairs alike, the released code's default).
+
+    Returns:
+        Scalar, averaged over the scans of the batch (a scan with no pair counts as 0).
+    """
+    bsz, w, _ = features.shape
+    _check("z", z, (bsz, w, w))
+    if mask is None:
+        mask = ~torch.eye(w, dtype=torch.bool, device=features.device).expand(bsz, w, w)
+    mask = mask.bool()
+    _check("mask", mask, (bsz, w, w))
+    f = F.normalize(features, dim=-1)
+    a = torch.einsum("bih,bjh->bij", f, f)                       # Eq. 6
+    big_a = F.logsigmoid(_signs(z) * (t * a - b))                # Eq. 7
+    if reduction == "max":
+        best = big_a.masked_fill(~mask, float("-inf")).max(dim=1).values  # (B, w): max over i
+        has_pair = mask.any(dim=1)
+        per_scan = torch.where(has_pair, best, 0.0).sum(dim=1) / has_pair.sum(dim=1).clamp_min(1)
+    elif reduction == "mean":
+        per_scan = (big_a * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1)
+    else:
+        raise ValueError(f"reduction must be 'max' or 'mean' (got {reduction!r})")
+    return -per_scan.mean()
+
+
+@dataclass
+class ToothMCLLossOutput:
+    """The total loss (Eq. 9) and its parts, each a scalar tensor."""
+
+    total: torch.Tensor
+    cross: torch.Tensor
+    intra_cbct: torch.Tensor
+    intra_ios: torch.Tensor
+
+
+class ToothMCLLoss(nn.Module):
+    """Eq. 9 with the learnable logit scales and biases of Eq. 4 and Eq. 7.
+
+    Args:
+        alpha: weight of the cross-modal loss (released code: 0.5; the paper gives no value).
+        init_scale: initial t_g and t_l (stored as log t); SigLIP's 10.
+        init_bias: initial b_g and b_l in the paper's sign (logit = t c.p - b); SigLIP's
+            logit bias -10 is +10 here.
+        reduction: Eq. 8's "max" or "mean" (see :func:`intra_modal_loss`).
+
+    Parameters: ``log_t_global``, ``b_global`` (cross-modal), ``log_t_local``, ``b_local``
+    (intra-modal, shared by both modalities as in the paper).
+    """
+
+    def __init__(self, alpha: float = 0.5, init_scale: float = 10.0, init_bias: float = 10.0,
+                 reduction: str = "max"):
+        super().__init__()
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be >= 0 (got {alpha})")
+        if not 0 < init_scale <= MAX_LOGIT_SCALE:
+            raise ValueError(f"init_scale must be within (0, {MAX_LOGIT_SCALE}] (got {init_scale})")
+        if reduction not in ("max", "mean"):
+            raise ValueError(f"reduction must be 'max' or 'mean' (got {reduction!r})")
+        self.alpha, self.reduction = float(alpha), reduction
+        self.log_t_global = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.b_global = nn.Parameter(torch.tensor(float(init_bias)))
+        self.log_t_local = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.b_local = nn.Parameter(torch.tensor(float(init_bias)))
+
+    @property
+    def t_global(self) -> torch.Tensor:
+        return self.log_t_global.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    @property
+    def t_local(self) -> torch.Tensor:
+        return self.log_t_local.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def forward(self, cbct: torch.Tensor, ios: torch.Tensor, z_cross: torch.Tensor, z_cbct: torch.Tensor,
+                z_ios: torch.Tensor, mask_cross: torch.Tensor | None = None,
+                mask_cbct: torch.Tensor | None = None, mask_ios: torch.Tensor | None = None) -> ToothMCLLossOutput:
+        """Args: cbct (B, Nc, h), ios (B, Ni, h); z / mask (B, Nc, Ni), (B, Nc, Nc), (B, Ni, Ni)."""
+        cross = cross_modal_sigmoid_loss(cbct, ios, z_cross, self.t_global, self.b_global, mask_cross)
+        intra_cbct = intra_modal_loss(cbct, z_cbct, self.t_local, self.b_local, mask_cbct, self.reduction)
+        intra_ios = intra_modal_loss(ios, z_ios, self.t_local, self.b_local, mask_ios, self.reduction)
+        total = intra_cbct + intra_ios + self.alpha * cross
+        return ToothMCLLossOutput(total, cross, intra_cbct, intra_ios)

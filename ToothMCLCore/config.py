@@ -113,18 +113,27 @@ class SlidingWindowConfig:
             fewer windows; the benchmark measures the Dice difference).
         mode: ``"gaussian"`` blending.
         sw_batch_size: windows per forward pass.
+        whole_crop_max_voxels: when the ROI crop, each side rounded up to a multiple of 32,
+            has at most this many voxels, it is segmented as one window of that size instead
+            of overlapping ``roi_size`` windows: every voxel is computed once and the network
+            sees the whole dentition (SwinUNETR has no absolute position embedding, so a larger
+            input is the same computation over more context). 0 turns it off (the default, as
+            the paper's crops are larger than its windows); the benchmark measures both.
     """
 
     roi_size: tuple[int, int, int] = (128, 256, 256)
     overlap: float = 0.25
     mode: str = "gaussian"
     sw_batch_size: int = 1
+    whole_crop_max_voxels: int = 0
 
     def __post_init__(self):
         if len(self.roi_size) != 3 or any(int(s) % 32 for s in self.roi_size):
             raise ConfigError(f"roi_size must be 3 sizes divisible by 32 (got {self.roi_size})")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1) (got {self.overlap})")
+        if int(self.whole_crop_max_voxels) < 0:
+            raise ConfigError(f"whole_crop_max_voxels must be >= 0 (got {self.whole_crop_max_voxels})")
 
     from_dict = classmethod(_strict_from_dict)
     to_dict = _to_dict

@@ -174,3 +174,23 @@ def test_restored_labels_follow_the_truth_at_least_as_well_as_label_gaussian_res
     lo = np.array([s.start for s in corner][::-1]) - 1.5
     hi = np.array([s.stop for s in corner][::-1]) + 0.5
     assert part.any() and np.all((inside.T >= lo) & (inside.T <= hi))
+
+
+def test_a_small_crop_can_be_segmented_in_one_window(small_phantom, tiny_weights):
+    """With whole_crop_max_voxels set, the network runs once over the whole crop; otherwise in windows."""
+    from ToothMCLCore.inference.cbct import CBCTPredictor
+    from ToothMCLCore.types import Volume
+
+    image, _ = small_phantom
+    image = Volume(image.array[:70, :70, :90].copy(), image.geometry)  # a corner: a few windows
+    calls = {}
+    for limit in (0, 10_000_000):
+        predictor = CBCTPredictor(weights=tiny_weights, device="cpu", use_roi=False, whole_crop_max_voxels=limit)
+        forward = predictor.net.forward
+        shapes = []
+        predictor.net.forward = lambda x, f=forward, s=shapes: (s.append(tuple(x.shape[2:])), f(x))[1]
+        result = predictor.predict(image)
+        calls[limit] = shapes
+        assert result.labels.array.shape == image.array.shape
+    assert len(calls[0]) > 1 and all(s == (64, 64, 64) for s in calls[0])
+    assert len(calls[10_000_000]) == 1 and all(n % 32 == 0 and n >= 64 for n in calls[10_000_000][0])

@@ -14,6 +14,7 @@ Stages (each reported to the ``progress`` callback, each a point where a cancel 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import threading
@@ -83,10 +84,13 @@ class CBCTPredictor:
         roi_weights: override of the ROI model (path); by default the card's ``roi_model``.
         use_roi: False to segment the whole volume (the benchmark's baseline).
         overlap: override of the card's sliding-window overlap.
+        whole_crop_max_voxels: override of the card's one-window limit
+            (:class:`~ToothMCLCore.config.SlidingWindowConfig`; 0 = always overlapping windows).
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto",
-                 roi_weights=None, use_roi: bool = True, overlap: float | None = None):
+                 roi_weights=None, use_roi: bool = True, overlap: float | None = None,
+                 whole_crop_max_voxels: int | None = None):
         self.device = resolve_device(device)
         self.net, self.card = _load(weights, model, self.device)
         if self.card.task != "cbct_teeth":
@@ -94,7 +98,9 @@ class CBCTPredictor:
         self.preprocess_config = CBCTPreprocessConfig.from_dict(self.card.preprocess)
         sw = SlidingWindowConfig.from_dict(self.card.sliding_window)
         if overlap is not None:
-            sw = SlidingWindowConfig(sw.roi_size, overlap, sw.mode, sw.sw_batch_size)
+            sw = dataclasses.replace(sw, overlap=overlap)
+        if whole_crop_max_voxels is not None:
+            sw = dataclasses.replace(sw, whole_crop_max_voxels=int(whole_crop_max_voxels))
         self.sw_config = sw
         self.post_config = PostprocessConfig()
         self.roi_config = ROIConfig()
@@ -178,6 +184,9 @@ class CBCTPredictor:
         sw = self.sw_config
         x = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None, None]
         roi = tuple(int(s) for s in sw.roi_size)
+        whole = tuple(max(32, -(-int(s) // 32) * 32) for s in crop.shape)
+        if sw.whole_crop_max_voxels and int(np.prod(whole)) <= sw.whole_crop_max_voxels:
+            roi = whole  # one window over the whole crop (see SlidingWindowConfig)
         n_windows = _count_windows(crop.shape, roi, sw.overlap)
         done = [0]
 

@@ -69,9 +69,10 @@ class ToothMCLSegment(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["ToothMCL contributors"]
         self.parent.helpText = _(
-            "Segments every tooth of a CBCT volume (intraoral scans arrive with the IOS pipeline), "
-            "one segment per tooth named by its FDI number, then lets you fix the numbering "
-            "(reassign, swap, merge, delete, renumber a quadrant, undo) and save the correction. "
+            "Segments every tooth of a CBCT volume (one segment per tooth named by its FDI number) "
+            "or of an intraoral scan (an FDI label per vertex), then lets you fix the numbering "
+            "(reassign, swap, merge, delete, renumber a quadrant, relabel a region of a scan, undo) "
+            "and save the correction for retraining. "
             "The bundled demo model was trained on synthetic phantoms: not for clinical use.")
         self.parent.acknowledgementText = _(
             "Implements ToothMCL (multimodal contrastive pretraining for CBCT and intraoral scans) "
@@ -225,14 +226,24 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             text = _("PyTorch is not installed yet: you will be asked to install it when you segment.")
         else:
             text = "" if self.logic.cudaAvailable() else _(
-                "No CUDA GPU found: segmentation runs on the CPU and may take several minutes.")
+                "No CUDA GPU found: segmentation runs on the CPU (the estimate below is for the CPU).")
         self.ui.deviceWarningLabel.text = text
         self.ui.deviceWarningLabel.visible = bool(text)
+        self._updatePipelineLabel()
+
+    def _updatePipelineLabel(self):
+        p = self._parameterNode
+        node = p.inputNode if p else None
+        cuda = Dependencies.isImportable("torch") and self.logic.cudaAvailable()
+        text = self.logic.pipelineSummary(node, cuda=cuda) if node is not None else ""
+        self.ui.pipelineLabel.text = text
+        self.ui.pipelineLabel.visible = bool(text)
 
     def _updateButtons(self, caller=None, event=None):
         p = self._parameterNode
         running = self._job is not None
         canRun = bool(p and p.inputNode) and not running
+        self._updatePipelineLabel()
         self.ui.segmentButton.enabled = canRun
         self.ui.segmentButton.toolTip = _("Segment and number every tooth") if canRun else (
             _("Segmentation is running") if running else _("Select a CBCT volume or an intraoral scan"))

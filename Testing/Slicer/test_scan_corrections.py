@@ -206,3 +206,27 @@ def test_segmenting_a_scan_keeps_the_prediction_through_corrections(scene, ios_p
 
     np.testing.assert_array_equal(vertexPrediction(model), predicted)
     assert not (_fdi(model) == teeth[0]).any()
+
+
+def test_panel_says_which_pipeline_runs_and_roughly_how_long(scene, labelled_scan):
+    """A volume reads as the CBCT pipeline and a model as the scan pipeline, each with a time that grows with size."""
+    from slicer_test_data import add_volume
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+
+    logic = SegmentationLogic()
+    model, _ = labelled_scan
+    small = add_volume(scene, (50, 60, 70))
+    large = add_volume(scene, (250, 400, 400))
+
+    scan_text = logic.pipelineSummary(model, cuda=False)
+    assert scan_text.startswith("Intraoral scan (117 vertices)") and scan_text.endswith("on the CPU")
+    cbct_cpu = logic.pipelineSummary(large, cuda=False)
+    assert cbct_cpu.startswith("CBCT volume (40 M voxels): one segment per tooth; about ")
+
+    def seconds(text):
+        amount, unit = text.rsplit("about ", 1)[1].split()[:2]
+        return float(amount) * (60 if unit == "min" else 1)
+
+    assert seconds(cbct_cpu) > seconds(logic.pipelineSummary(small, cuda=False))
+    assert seconds(logic.pipelineSummary(large, cuda=True)) < seconds(cbct_cpu)
+    assert logic.pipelineSummary(None) == ""

@@ -63,6 +63,18 @@ STORE_NOT_AVAILABLE = (
 )
 
 
+#: seconds on 2 CPU cores with the demo models, from benchmarks/cbct_speed.py and ios_speed.py
+CPU_SECONDS = {"cbct_fixed": 15.0, "cbct_per_mvoxel": 0.6, "ios_fixed": 5.0, "ios_per_100k_vertices": 1.5}
+#: a rough GPU factor for the estimate (the network part dominates on a CPU)
+GPU_SPEEDUP = 5.0
+
+
+def _roughDuration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(5, round(seconds / 5.0) * 5)} s"
+    return f"{round(seconds / 60.0)} min"
+
+
 class SegmentationLogic:
     """GUI-free logic of ToothMCLSegment (see module docstring)."""
 
@@ -95,6 +107,32 @@ class SegmentationLogic:
         return bool(torch.cuda.is_available())
 
     # -- segmentation -----------------------------------------------------------------------
+    def pipelineSummary(self, inputNode, cuda: bool | None = None) -> str:
+        """One line for the panel: which pipeline this input runs, and a rough time estimate.
+
+        The estimate scales the figures measured by ``benchmarks/`` on a 2-core CPU (see
+        :data:`CPU_SECONDS`) with the input's size; on a GPU it is divided by
+        :data:`GPU_SPEEDUP`. It is a hint for the user, not a promise.
+        """
+        if inputNode is None:
+            return ""
+        if cuda is None:
+            cuda = self.cudaAvailable()
+        if inputNode.IsA("vtkMRMLModelNode"):
+            polyData = inputNode.GetPolyData()
+            vertices = polyData.GetNumberOfPoints() if polyData is not None else 0
+            kind = f"Intraoral scan ({vertices:,} vertices): per-vertex FDI labels"
+            seconds = CPU_SECONDS["ios_fixed"] + CPU_SECONDS["ios_per_100k_vertices"] * vertices / 1e5
+        else:
+            image = inputNode.GetImageData()
+            voxels = 0 if image is None else int(np.prod(image.GetDimensions()))
+            kind = f"CBCT volume ({voxels / 1e6:.0f} M voxels): one segment per tooth"
+            seconds = CPU_SECONDS["cbct_fixed"] + CPU_SECONDS["cbct_per_mvoxel"] * voxels / 1e6
+        where = "GPU" if cuda else "CPU"
+        if cuda:
+            seconds /= GPU_SPEEDUP
+        return f"{kind}; about {_roughDuration(seconds)} on the {where}"
+
     def startSegmentation(self, inputNode, weights=None, model: str | None = None, device: str = "auto",
                           progress: ProgressFn | None = None,
                           cancel: threading.Event | None = None) -> SegmentationJob:
@@ -161,10 +199,10 @@ class SegmentationLogic:
         weights = str(weights) if weights else None
         device = str(getattr(device, "value", device) or "auto")
         if inputNode.IsA("vtkMRMLModelNode"):
-            from ToothMCLCore.inference.ios import IOSPredictor
+            from ToothMCLCore.inference.ios import ios_predictor  # Point Transformer or SOFTooth, by the card
 
             mesh = surfaceMeshFromModelNode(inputNode)
-            return SegmentationJob(self._work(IOSPredictor, mesh, weights, model, device),
+            return SegmentationJob(self._work(ios_predictor, mesh, weights, model, device),
                                    progress, cancel, context=("model", inputNode))
         from ToothMCLCore.inference.cbct import CBCTPredictor
 
@@ -173,6 +211,7 @@ class SegmentationLogic:
                                progress, cancel, context=("volume", inputNode))
 
     def _work(self, predictorClass, data, weights, model, device):
+        """``predictorClass`` is a predictor class or a factory taking the same arguments."""
         def work(progress: ProgressFn, cancel: threading.Event):
             progress("loading", 0.0)
             key = (predictorClass.__name__, weights, model, device)

@@ -58,19 +58,25 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="continue from these weights (.safetensors with card)")
+    p.add_argument("--first-case", type=int, default=0, help="seed of the first training phantom")
+    p.add_argument("--missing-every", type=int, default=3,
+                   help="every Nth phantom has missing teeth (each tooth missing with probability 0.1)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     t0 = time.monotonic()
     jaws = []
-    for i in range(args.cases):
+    for i in range(args.first_case, args.first_case + args.cases):
         for jaw in fdi.JAWS:
             mesh = make_ios_phantom(seed=i, jaw=jaw, resolution_mm=0.5,
-                                    missing=None if i % 3 else 0.1)
+                                    missing=None if i % args.missing_every else 0.1)
             jaws.append(prepare_jaw(mesh, args.points, seed=i))
     logger.info("prepared %d jaws in %.0fs", len(jaws), time.monotonic() - t0)
 

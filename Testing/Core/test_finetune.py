@@ -1,0 +1,164 @@
+"""Fine-tuning from a pretrained encoder and from scratch, on tiny phantom dataset exports (CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ToothMCLCore.errors import ConfigError, WeightsError
+from ToothMCLCore.io.dataset_layout import write_dataset
+from ToothMCLCore.io.dataset_records import CBCTRecord, IOSRecord
+from training.configuration import load_config
+from training.engine import TrainConfig, fit
+from training.finetune import CBCTFinetuneConfig, CBCTFinetuneTask, IOSFinetuneConfig, IOSFinetuneTask, main
+from training.pretrain import PretrainConfig
+from training.pretrain_model import build_pretrain_model, export_encoders
+
+CONFIGS = "training/configs"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    """Encoders exported from an (untrained) tiny pretraining model: the files training.pretrain writes."""
+    from ToothMCLCore.config import ModelCard
+
+    cfg = load_config(f"{CONFIGS}/pretrain_tiny.yaml", {"train": TrainConfig, "pretrain": PretrainConfig})["pretrain"]
+    torch.manual_seed(123)
+    model = build_pretrain_model(**cfg.arch_args())
+    card = ModelCard(name="toothmcl_pretrain_test", version="0.0.1", task="pretrain", architecture="toothmcl_pretrain",
+                     arch_args=cfg.arch_args())
+    out = tmp_path_factory.mktemp("pretrain")
+    cbct_path, ios_path = export_encoders(model, card, out)
+    return {"cbct": cbct_path, "ios": ios_path, "model": model}
+
+
+@pytest.fixture(scope="module")
+def cbct_export(tmp_path_factory):
+    """Three 2 mm phantom CBCTs of three patients: two train, one val."""
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    records = []
+    for seed in range(3):
+        image, labels = make_cbct_phantom(seed, spacing=2.0)
+        records.append(CBCTRecord(f"case{seed}", f"p{seed}", image, labels, source="phantom"))
+    out = tmp_path_factory.mktemp("cbct") / "export"
+    write_dataset(records, out, "nnunet", split=(0.6, 0.4, 0.0), seed=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ios_export(tmp_path_factory):
+    """Both jaws of three phantom patients (1 mm meshes) in the Teeth3DS layout."""
+    from ToothMCLCore.synthetic import make_ios_phantom
+
+    records = []
+    for seed in range(3):
+        for jaw in ("upper", "lower"):
+            mesh = make_ios_phantom(seed, jaw, resolution_mm=1.0)
+            records.append(IOSRecord(f"p{seed}_{jaw}", f"p{seed}", jaw, mesh, mesh.labels, mesh.instances))
+    out = tmp_path_factory.mktemp("ios") / "export"
+    write_dataset(records, out, "teeth3ds", split=(0.6, 0.4, 0.0), seed=1)
+    return out
+
+
+def configs(path, section, cls, out_dir, cache_dir, **values):
+    overrides = {"train": {"out_dir": str(out_dir)}, section: {"cache_dir": str(cache_dir), **values}}
+    c = load_config(f"{CONFIGS}/{path}", {"train": TrainConfig, section: cls}, overrides)
+    return c[section], c["train"]
+
+
+def test_given_pretrained_init_the_cbct_encoder_tensors_are_those_of_the_file(encoders, cbct_export, tmp_path):
+    """Every swinViT tensor of the fine-tuning SwinUNETR equals the pretrained encoder's; scratch differs."""
+    from safetensors.torch import load_file
+
+    cfg, train = configs("finetune_cbct_tiny.yaml", "cbct", CBCTFinetuneConfig, tmp_path, tmp_path / "cache",
+                         encoder=str(encoders["cbct"]))
+    task = CBCTFinetuneTask(cfg, train, cbct_export)
+    model = task.build_model()
+    stored = load_file(str(encoders["cbct"]))
+    assert set(stored) == set(model.swinViT.state_dict())
+    for key, value in model.swinViT.state_dict().items():
+        assert torch.equal(value, stored[key]), key
+    assert task.init_report["loaded"] == len(stored) and not task.init_report["missing"]
+    scratch = CBCTFinetuneTask(configs("finetune_cbct_tiny.yaml", "cbct", CBCTFinetuneConfig, tmp_path,
+                                       tmp_path / "cache", init="scratch")[0], train, cbct_export).build_model()
+    weights = [k for k in stored if k.endswith("weight") and stored[k].dim() > 1]
+    assert not any(torch.equal(scratch.swinViT.state_dict()[k], stored[k]) for k in weights)
+
+
+def test_given_pretrained_init_the_ios_encoder_tensors_are_those_of_the_file(encoders, ios_export, tmp_path):
+    """The Point Transformer's encoder is the pretrained one; its decoder is freshly initialised."""
+    cfg, train = configs("finetune_ios_tiny.yaml", "ios", IOSFinetuneConfig, tmp_path, tmp_path / "cache",
+                         encoder=str(encoders["ios"]))
+    model = IOSFinetuneTask(cfg, train, ios_export).build_model()
+    pretrained = encoders["model"].ios_encoder.state_dict()
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, pretrained[key]), key
+
+
+def test_given_an_encoder_that_does_not_fit_fine_tuning_refuses_it(encoders, cbct_export, ios_export, tmp_path):
+    """Other encoder arguments, the other modality's encoder, or no encoder at all: a clear error."""
+    cfg, train = configs("finetune_cbct_tiny.yaml", "cbct", CBCTFinetuneConfig, tmp_path, tmp_path / "c",
+                         encoder=str(encoders["cbct"]),
+                         arch={"in_channels": 1, "out_channels": 34, "feature_size": 24, "depths": [1, 1, 1, 1]})
+    with pytest.raises(ConfigError, match="feature_size 12 vs 24"):
+        CBCTFinetuneTask(cfg, train, cbct_export).build_model()
+    cfg, train = configs("finetune_cbct_tiny.yaml", "cbct", CBCTFinetuneConfig, tmp_path, tmp_path / "c",
+                         encoder=str(encoders["ios"]))
+    with pytest.raises(WeightsError, match="not a CBCT encoder"):
+        CBCTFinetuneTask(cfg, train, cbct_export).build_model()
+    cfg, train = configs("finetune_cbct_tiny.yaml", "cbct", CBCTFinetuneConfig, tmp_path, tmp_path / "c")
+    with pytest.raises(ConfigError, match="--encoder"):
+        CBCTFinetuneTask(cfg, train, cbct_export).build_model()
+    with pytest.raises(ConfigError, match="holds IOS cases, not CBCT"):
+        CBCTFinetuneTask(cfg, train, ios_export)
+
+
+@pytest.mark.parametrize("init", ["pretrained", "scratch"])
+def test_cbct_fine_tuning_runs_an_epoch_and_writes_weights_the_pipeline_loads(init, encoders, cbct_export,
+                                                                               tmp_path_factory):
+    """One epoch from either init; the card is a cbct_teeth SwinUNETR that CBCTPredictor accepts."""
+    from ToothMCLCore.inference.cbct import CBCTPredictor
+
+    out = tmp_path_factory.mktemp(f"cbct_{init}")
+    cfg, train = configs("finetune_cbct_tiny.yaml", "cbct", CBCTFinetuneConfig, out,
+                         cbct_export.parent / "cache", init=init, encoder=str(encoders["cbct"]))
+    path = fit(CBCTFinetuneTask(cfg, train, cbct_export), train)
+    predictor = CBCTPredictor(weights=path, device="cpu", use_roi=False)
+    card = predictor.card
+    assert card.task == "cbct_teeth" and card.class_scheme == "cbct" and card.preprocess["spacing_mm"] == 2.0
+    assert 0.0 <= card.metrics["val_dice"] <= 1.0 and card.metrics["epoch"] == 1
+    assert ("encoder toothmcl_pretrain_test_cbct_encoder" in card.notes) == (init == "pretrained")
+    assert predictor.sw_config.roi_size == (32, 32, 64)
+
+
+def test_ios_fine_tuning_from_the_cli_runs_an_epoch_and_writes_weights_the_pipeline_loads(encoders, ios_export,
+                                                                                         tmp_path, capsys,
+                                                                                         monkeypatch):
+    """``python -m training.finetune ios`` trains an epoch; IOSPredictor loads it by name and segments a jaw."""
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.synthetic import make_ios_phantom
+
+    code = main(["ios", "--data", str(ios_export), "--init", "pretrained", "--encoder", str(encoders["ios"]),
+                 "--config", f"{CONFIGS}/finetune_ios_tiny.yaml", "--out", str(tmp_path),
+                 "--set", f"ios.cache_dir={ios_export.parent / 'cache'}"])
+    assert code == 0
+    path = tmp_path / "ios_pt_tiny_v1.safetensors"
+    assert f"weights: {path}" in capsys.readouterr().out
+    monkeypatch.setenv("TOOTHMCL_REGISTRY", str(tmp_path / "registry.json"))
+    monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "model_cache"))
+    predictor = IOSPredictor(model="ios_pt_tiny_v1", device="cpu", passes=1)
+    assert predictor.n_points == 1024 and predictor.card.task == "ios_teeth"
+    assert predictor.card.sha256 == IOSPredictor(weights=path, device="cpu").card.sha256
+    result = predictor.predict(make_ios_phantom(5, "lower", resolution_mm=1.0))
+    assert result.labels.shape == (make_ios_phantom(5, "lower", resolution_mm=1.0).n_vertices,)
+    assert np.isin(np.unique(result.labels), [0, *range(31, 39), *range(41, 49)]).all()

@@ -115,7 +115,7 @@ def load_scan(path, units: str, jaw: str | None):
 
 
 def cmd_segment_ios(args) -> int:
-    from .inference.ios import IOSPredictor
+    from .inference.ios import ios_predictor
     from .io.mesh import write_mesh, write_teeth_stls
     from .io.teeth3ds import write_teeth3ds_json
 
@@ -125,10 +125,12 @@ def cmd_segment_ios(args) -> int:
     print(f"{Path(args.input).name}: {scan.n_file_vertices} vertices, {jaw} jaw (decided by {rule})")
     for note in scan.notes:
         print(f"  {note}")
-    predictor = IOSPredictor(weights=args.weights, model=args.model, device=args.device, passes=args.passes)
+    predictor = ios_predictor(weights=args.weights, model=args.model, device=args.device, passes=args.passes,
+                              sam_checkpoint=args.sam_checkpoint)
     result = predictor.predict(scan, jaw, progress=_Progress(enabled=not args.quiet))
     if result.provenance.get("decimated_from_faces"):
-        print(f"  decimated from {result.provenance['decimated_from_faces']} faces before sampling")
+        to = f" to {result.provenance['faces']}" if result.provenance.get("faces") else ""
+        print(f"  decimated from {result.provenance['decimated_from_faces']}{to} faces before segmenting")
     clean_labels = result.labels[scan.clean_to_file]
     if mesh_out is not None:
         write_mesh(mesh_out, scan.mesh, vertex_labels=clean_labels)
@@ -188,8 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--units", default="mm", choices=("mm", "cm", "m", "um"), help="units of the file")
     i.add_argument("--mesh-out", help="also write the mesh with a per-vertex FDI array (.ply or .vtp)")
     i.add_argument("--teeth-dir", help="also write one STL per tooth into this folder")
-    i.add_argument("--passes", type=int, default=4,
-                   help="point samplings averaged (default 4; 1 = the paper's single sampling, 4x faster)")
+    i.add_argument("--passes", type=int,
+                   help="Point Transformer models: point samplings averaged (default 4; 1 = the paper's single "
+                        "sampling, 4x faster)")
+    i.add_argument("--sam-checkpoint", metavar="PATH",
+                   help="SOFTooth models with PRG: the SAM image-encoder checkpoint (default: "
+                        "$TOOTHMCL_SAM_CHECKPOINT, else the ToothMCL cache)")
     _add_model_options(i)
     i.set_defaults(func=cmd_segment_ios)
 

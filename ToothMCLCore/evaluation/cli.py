@@ -7,7 +7,8 @@
   report folder (:mod:`.report`); a short table goes to stdout.
 - ``evaluate-ios PRED GT --mesh MESH``: one scan; prints every metric as JSON (unchanged).
   ``evaluate-ios PRED_DIR GT_DIR [--mesh MESH_DIR] [-o REPORT] ...``: the report of a folder of
-  scans, as for CBCT plus the 3DTeethSeg'22 metrics, OA and mIoU.
+  scans, as for CBCT plus the 3DTeethSeg'22 metrics, OA, mIoU and SOFTooth's third-molar IoU,
+  pairwise confusion rates and normalised centre error (:mod:`.softooth_metrics`).
 
 Handlers return 0; every failure is a :class:`~ToothMCLCore.errors.ToothMCLError` that
 ``main()`` turns into one line on stderr and a non-zero exit code, and then no report folder
@@ -149,11 +150,13 @@ def add_evaluation_parsers(subparsers) -> None:
     c.set_defaults(func=cmd_evaluate_cbct)
 
     i = subparsers.add_parser(
-        "evaluate-ios", help="3DTeethSeg'22 metrics, OA, mIoU and per-tooth Dice: JSON for one scan, "
-                             "a report folder for folders",
+        "evaluate-ios", help="3DTeethSeg'22 metrics, OA, mIoU, SOFTooth's third-molar IoU, confusion rates "
+                             "and centre error, per-tooth Dice: JSON for one scan, a report folder for folders",
         description="With two Teeth3DS label files and --mesh: print every metric of that scan as JSON. "
                     "With two folders: evaluate every case (files pair by name) and write a report folder "
-                    "as evaluate-cbct does, plus TSA, TLA, TIR, score, OA and mIoU per jaw.")
+                    "as evaluate-cbct does, plus TSA, TLA, TIR, score, OA, mIoU, third-molar IoU, the pairwise "
+                    "confusion rates (2nd vs 3rd molars, premolars vs 1st molars, central vs lateral "
+                    "incisors) and the normalised centre error of SOFTooth's Tables III-IV per jaw.")
     i.add_argument("prediction", metavar="PRED", help="predicted Teeth3DS JSON, or a folder of them")
     i.add_argument("truth", metavar="GT", help="ground-truth Teeth3DS JSON, or a folder of them")
     i.add_argument("--mesh", help="the scan both files label; with folders, the folder of the scans "

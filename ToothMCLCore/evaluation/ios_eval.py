@@ -5,8 +5,11 @@ Prediction and ground-truth ``.json`` files pair by case name (:mod:`.pairing`),
 mesh (``.obj``, ``.ply``, ``.stl``, ``.vtp``, ``.vtk``) with the same case name, searched in
 ``mesh_dir`` (default: the ground-truth folder, as Teeth3DS ships ``<id>_<jaw>.obj`` next to
 ``<id>_<jaw>.json``). Every case gets the metrics of :func:`.ios_metrics.evaluate_ios` (TSA,
-exp(-TLA), TIR, the 3DTeethSeg'22 score, OA, mIoU) and per-tooth Dice on the vertices as stored
-in the file, with the tooth rules of :mod:`.results`.
+exp(-TLA), TIR, the 3DTeethSeg'22 score, OA, mIoU, and SOFTooth's third-molar IoU, pairwise
+confusion rates and normalised centre error of :mod:`.softooth_metrics`) and per-tooth Dice on
+the vertices as stored in the file, with the tooth rules of :mod:`.results`. Every per-case
+value is averaged across cases in the report; the SOFTooth paper pools its confusion counts
+over the test set instead (a case without a tooth of a pair has no value and is left out).
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from .results import CaseScore, Evaluation, check_has_teeth, score_teeth
 #: scan formats looked for in the mesh folder
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".vtp", ".vtk")
 #: per-case metrics taken from evaluate_ios, in report order (``TLA`` holds exp(-TLA))
-IOS_METRICS = ("TSA", "TLA", "TIR", "score", "OA", "mIoU", "TLA_distance")
+IOS_METRICS = ("TSA", "TLA", "TIR", "score", "OA", "mIoU", "TLA_distance", "third_molar_IoU", "pair_2nd3rd",
+               "pair_pre_mo", "pair_cen_lat", "centre_error")
+#: of those, the ones the report prints in % (the others as fractions, like the challenge)
+IOS_PERCENT_METRICS = ("OA", "mIoU", "third_molar_IoU", "pair_2nd3rd", "pair_pre_mo", "pair_cen_lat",
+                       "centre_error")
 #: how the report names them
 IOS_METRIC_LABELS = {
     "TSA": "TSA (tooth segmentation accuracy)",
@@ -31,6 +38,11 @@ IOS_METRIC_LABELS = {
     "OA": "OA (vertex accuracy)",
     "mIoU": "mIoU (17 classes of the jaw)",
     "TLA_distance": "TLA distance (before exp(-x))",
+    "third_molar_IoU": "third-molar IoU (SOFTooth)",
+    "pair_2nd3rd": "confusion 2nd vs 3rd molars (SOFTooth Table III)",
+    "pair_pre_mo": "confusion premolars vs 1st molars (Table III)",
+    "pair_cen_lat": "confusion central vs lateral incisors (Table III)",
+    "centre_error": "normalised centre error (SOFTooth Table IV)",
 }
 
 

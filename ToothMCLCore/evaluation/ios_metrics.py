@@ -9,6 +9,9 @@ FDI label equals the ground truth. ``mIoU`` averages the IoU of the 17 classes o
 prediction and ground truth has no IoU and is left out of the mean, a class present in only
 one of them scores 0. Predicted labels outside the jaw's 17 classes count as wrong.
 
+**SOFTooth metrics** (third-molar IoU, the pairwise confusion rates of its Table III and the
+normalised centre error of its Table IV) are defined in :mod:`.softooth_metrics`.
+
 **3DTeethSeg'22 metrics**, computed as the challenge's public evaluation code does, read in
 ``github.com/abenhamadou/3DTeethSeg22_challenge``, file ``evaluation/evaluation.py`` (commit
 d03b8c644239980bbc779c6cb58b42fb02204916; functions ``calculate_metrics``,
@@ -77,6 +80,7 @@ from scipy.spatial.distance import cdist
 from .. import fdi
 from ..errors import InvalidInputError
 from .dice import dice_per_tooth, false_positive_teeth
+from .softooth_metrics import softooth_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +217,10 @@ def evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, vertices,
         dict with ``TSA``, ``TLA`` (= exp(-TLA_distance)), ``TLA_distance``, ``TIR``, ``score``
         (3DTeethSeg'22), ``OA``, ``mIoU``, ``iou_per_class``, ``per_tooth``
         ({fdi: {"dice", "iou"}}), ``mean_dice``, ``per_group`` ({group name: {"dice", "iou",
-        "n_teeth"}}), ``false_positive_teeth``, ``jaw``, ``n_gt_teeth``, ``n_pred_teeth``, ``pairs``.
+        "n_teeth"}}), ``false_positive_teeth``, ``jaw``, ``n_gt_teeth``, ``n_pred_teeth``, ``pairs``,
+        and SOFTooth's ``third_molar_IoU``, ``pair_2nd3rd``, ``pair_pre_mo``, ``pair_cen_lat``
+        (Table III confusion rates), ``pair_counts``, ``centre_error`` (Table IV) and
+        ``centre_error_per_tooth`` (:mod:`.softooth_metrics`).
     """
     vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     n = len(vertices)
@@ -236,4 +243,5 @@ def evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, vertices,
                                "n_teeth": len(ds)}
                         for name in fdi.TOOTH_GROUPS if (ds := groups.get(name))}
     out["false_positive_teeth"] = false_positive_teeth(pred, gt)
+    out.update(softooth_metrics(pred, gt, vertices, jaw))
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import fdi
 from ..errors import OutputError
+from .ios_eval import IOS_METRICS, IOS_PERCENT_METRICS
 from .results import (
     FALSE_POSITIVE,
     MISSED,
@@ -187,8 +188,9 @@ def _md(text: str) -> str:
 
 
 def _scale(key) -> tuple[float, int]:
-    """(factor, decimals) of a row: Dice, OA and mIoU in %, the challenge metrics as fractions."""
-    if isinstance(key, str) and key not in ("overall", "OA", "mIoU"):
+    """(factor, decimals) of a row: Dice, OA, mIoU and the SOFTooth metrics in %, the challenge
+    metrics as fractions."""
+    if isinstance(key, str) and key != "overall" and key not in IOS_PERCENT_METRICS:
         return 1.0, 4
     return 100.0, 2
 
@@ -266,12 +268,18 @@ def summary_markdown(evaluation: Evaluation) -> str:
     if evaluation.modality == "ios":
         from .ios_eval import IOS_METRIC_LABELS
 
-        labels = {k: v + (" (%)" if k in ("OA", "mIoU") else "") for k, v in IOS_METRIC_LABELS.items()}
+        labels = {k: v + (" (%)" if k in IOS_PERCENT_METRICS else "") for k, v in IOS_METRIC_LABELS.items()}
         metric = [r for r in metric_rows(evaluation, labels) if r.key != "TLA_distance"]
         lines += ["## 3DTeethSeg'22 and semantic metrics per jaw", "",
                   ("TSA, TLA (as exp(−TLA)), TIR and score as fractions like the challenge; OA and mIoU in "
                    "%. The mean score over jaws is the challenge's final score when every jaw has a "
-                   "ground-truth tooth."),
+                   "ground-truth tooth. SOFTooth's metrics in %: third-molar IoU (mean IoU of the jaw's two "
+                   "third molars), the Table III pairwise confusion rates (ground-truth teeth of a pair "
+                   "labelled as the pair's other kind in the same quadrant; lower is better) and the "
+                   "Table IV normalised centre error (L1 distance of predicted and ground-truth tooth "
+                   "centres over the bounding-box diagonal; lower is better). Here they are per-jaw values "
+                   "averaged over the jaws that have one; the paper pools its confusion counts over all "
+                   "jaws."),
                   "", *_table(metric, evaluation, "metric", False), ""]
     lines += ["## Dice per FDI tooth (%)", "", *_table(tooth_rows(evaluation), evaluation, "tooth", True), ""]
     lines += _worst_cases(evaluation)
@@ -325,8 +333,8 @@ def console_summary(evaluation: Evaluation) -> list[str]:
     methods, ref = evaluation.methods, evaluation.reference
     rows = dice_rows(evaluation)
     if evaluation.modality == "ios":
-        rows += [r for r in metric_rows(evaluation, {k: k + (" (%)" if k in ("OA", "mIoU") else "")
-                                                     for k in ("TSA", "TLA", "TIR", "score", "OA", "mIoU")})
+        rows += [r for r in metric_rows(evaluation, {k: k + (" (%)" if k in IOS_PERCENT_METRICS else "")
+                                                     for k in IOS_METRICS})
                  if r.key != "TLA_distance"]
     table = [[r.label, str(r.stats[ref].n), *(r.stats[m].format(*_scale(r.key)) for m in methods),
               *(_p_cell(r.tests[m]) for m in methods[1:])] for r in rows]

@@ -272,3 +272,44 @@ def summarize_mesh(mesh: SurfaceMesh, labels: np.ndarray) -> list[IOSToothSummar
         out.append(IOSToothSummary(n, fdi.tooth(n).name, int((labels == n).sum()),
                                    float(areas[face_label == n].sum()) if len(areas) else 0.0))
     return out
+
+
+def _card_architecture(weights, model: str | None) -> str | None:
+    """The architecture named by the card of ``weights`` or of registry model ``model``; None when
+    there is no readable card to look at (the predictor then reports what is wrong)."""
+    from pathlib import Path
+
+    from ..models.checkpoint import card_path, read_card
+    from ..models.registry import resolve_weights
+
+    if weights is not None:
+        path = Path(weights)
+        if not (path.is_file() and path.name.endswith(".safetensors") and card_path(path).is_file()):
+            return None
+    else:
+        path, _ = resolve_weights(model or DEFAULT_IOS_MODEL)
+    return read_card(card_path(path)).architecture
+
+
+def ios_predictor(weights=None, model: str | None = None, device: str = "auto", **options):
+    """The IOS predictor for a model card: :class:`~.softooth.SOFToothPredictor` for architecture
+    ``"softooth"``, :class:`IOSPredictor` otherwise. Both have the same ``predict``.
+
+    Args:
+        weights, model, device: as :class:`IOSPredictor` (``model`` defaults to its default).
+        options: keyword arguments of either predictor (``passes``; ``sam_checkpoint``,
+            ``use_sam_cache``). Those the chosen one does not take are ignored with a warning
+            when they are set (not None).
+    """
+    import inspect
+
+    if _card_architecture(weights, model) == "softooth":
+        from .softooth import SOFToothPredictor as predictor_class
+    else:
+        predictor_class = IOSPredictor
+    accepted = inspect.signature(predictor_class).parameters
+    ignored = sorted(k for k, v in options.items() if k not in accepted and v is not None)
+    if ignored:
+        logger.warning("%s ignored: the model runs with %s", ", ".join(ignored), predictor_class.__name__)
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    return predictor_class(weights=weights, model=model, device=device, **kwargs)

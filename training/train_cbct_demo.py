@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ToothMCLCore.config import CBCTPreprocessConfig, ModelCard, SlidingWindowConfig
+from ToothMCLCore.config import CBCTPreprocessConfig, ModelCard, ROIConfig, SlidingWindowConfig
 from ToothMCLCore.models import build_model
 from ToothMCLCore.models.checkpoint import save_checkpoint
 from ToothMCLCore.synthetic.cbct import make_cbct_phantom
@@ -44,6 +44,8 @@ logger = logging.getLogger("training.cbct_demo")
 DEMO_NOTE = "trained on synthetic phantoms, not for clinical use"
 TEETH_ARCH = {"in_channels": 1, "out_channels": 34, "feature_size": 12, "depths": [1, 1, 1, 1],
               "num_heads": [3, 6, 12, 24]}
+#: one-window limit written into the card with --whole-crop (a 1.0 mm dentition crop is ~96^3)
+WHOLE_CROP_MAX_VOXELS = 128 * 128 * 128
 EVAL_SEED = 1000  # held-out phantom for the Dice printed during training (the demo uses 2024)
 ROI_ARCH = {"in_channels": 1, "out_channels": 2, "features": [8, 16, 32, 64, 128, 8]}
 
@@ -64,6 +66,16 @@ def _dice_ce():
     return DiceCELoss(to_onehot_y=True, softmax=True, include_background=True)
 
 
+def arch_crop(case, rng, margin_voxels: int):
+    """The teeth's box plus a random margin (what the ROI crop gives), zero-padded evenly on both
+    sides to multiples of 32: exactly the single window inference runs on such a crop."""
+    region = expand_box(case.teeth_box, case.image.shape, margin_voxels, rng)
+    x, y = case.image[region], case.classes[region]
+    pads = [(-s) % 32 for s in x.shape]
+    widths = [(p // 2, p - p // 2) for p in pads]
+    return np.pad(x, widths), np.pad(y, widths)
+
+
 def _schedule(opt, steps: int, warmup_fraction: float = 0.05):
     """Linear warm-up then cosine decay to zero."""
     import math
@@ -80,16 +92,19 @@ def _schedule(opt, steps: int, warmup_fraction: float = 0.05):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def held_out_dice(net, case, patch) -> float:
-    """Mean Dice over the teeth present in a held-out case, windowed over its teeth box + 8 voxels."""
+def held_out_dice(net, case, patch, margin_voxels: int = 8) -> float:
+    """Mean Dice over the teeth present in a held-out case, over its teeth box + a margin; ``patch``
+    None means one window over the whole crop (as with ``whole_crop_max_voxels``)."""
     import torch
     from monai.inferers import sliding_window_inference
 
     from ToothMCLCore import fdi
     from ToothMCLCore.evaluation.dice import dice_per_tooth, mean_dice
 
-    box = expand_box(case.teeth_box, case.image.shape, 8)
+    box = expand_box(case.teeth_box, case.image.shape, margin_voxels)
     x = torch.from_numpy(case.image[box].copy())[None, None]
+    if patch is None:
+        patch = tuple(-(-int(s) // 32) * 32 for s in x.shape[2:])
     was_training = net.training
     net.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -100,7 +115,7 @@ def held_out_dice(net, case, patch) -> float:
 
 
 def train_network(net, cases, patch, steps, lr, rng, log_every=20, margin_voxels=8, roi_crop=True, batch=2,
-                  bf16=True, eval_case=None, eval_every=0, on_eval=None):
+                  bf16=True, eval_case=None, eval_every=0, on_eval=None, whole_crop=False):
     import torch
 
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
@@ -110,8 +125,11 @@ def train_network(net, cases, patch, steps, lr, rng, log_every=20, margin_voxels
     start = time.monotonic()
     for step in range(steps):
         case = cases[int(rng.integers(len(cases)))]
-        region = expand_box(case.teeth_box, case.image.shape, margin_voxels, rng) if roi_crop else None
-        xs, ys = zip(*(random_patch(case, patch, rng, region) for _ in range(batch)))
+        if whole_crop:  # batch 1: crops differ in size
+            xs, ys = zip(arch_crop(case, rng, margin_voxels))
+        else:
+            region = expand_box(case.teeth_box, case.image.shape, margin_voxels, rng) if roi_crop else None
+            xs, ys = zip(*(random_patch(case, patch, rng, region) for _ in range(batch)))
         x = torch.from_numpy(np.stack([augment_intensity(a, rng) for a in xs]))[:, None]
         y = torch.from_numpy(np.stack(ys))[:, None]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -124,7 +142,7 @@ def train_network(net, cases, patch, steps, lr, rng, log_every=20, margin_voxels
         if step % log_every == 0 or step == steps - 1:
             logger.info("step %d/%d loss %.4f (%.0fs)", step + 1, steps, loss.item(), time.monotonic() - start)
         if eval_case is not None and eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
-            dice = held_out_dice(net, eval_case, patch)
+            dice = held_out_dice(net, eval_case, None if whole_crop else patch, margin_voxels)
             logger.info("step %d held-out mean Dice %.3f", step + 1, dice)
             if on_eval is not None:
                 on_eval(step + 1, dice)
@@ -146,6 +164,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--init", help="continue from these SwinUNETR weights (.safetensors with card)")
     p.add_argument("--skip-roi", action="store_true", help="keep the ROI model already in --out")
+    p.add_argument("--whole-crop", action="store_true",
+                   help="train on whole ROI crops (teeth box + random margin) and set the card to segment a crop "
+                        "as one window")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -191,12 +212,15 @@ def main(argv=None) -> int:
     card = ModelCard(
         name="cbct_swinunetr_demo_v1", version="1.0.0", task="cbct_teeth", architecture="swinunetr",
         arch_args=TEETH_ARCH, class_scheme="cbct", preprocess=teeth_pre.to_dict(),
-        sliding_window=SlidingWindowConfig(roi_size=patch, overlap=0.25).to_dict(),
+        sliding_window=SlidingWindowConfig(roi_size=patch, overlap=0.25,
+                                           whole_crop_max_voxels=WHOLE_CROP_MAX_VOXELS if args.whole_crop else 0).to_dict(),
         training_data=f"{args.cases} synthetic CBCT phantoms (ToothMCLCore.synthetic, seeds 0..{args.cases - 1})",
         intended_use=f"demo SwinUNETR: {DEMO_NOTE}",
         notes=(f"{args.spacing} mm grid, feature size 12, depths (1,1,1,1), {args.steps} steps of batch "
-               f"{args.batch}, AdamW lr {args.lr} warm-up + cosine, bfloat16 autocast, 64x96x96 crops inside "
-               "the teeth box so that it trains on a CPU; the paper's model uses 0.3 mm and 256x256x128 crops. "
+               f"{args.batch}, AdamW lr {args.lr} warm-up + cosine, bfloat16 autocast, "
+               + ("whole ROI crops (teeth box + random margin) segmented as one window "
+                  if args.whole_crop else "64x96x96 crops inside the teeth box ")
+               + "so that it trains on a CPU; the paper's model uses 0.3 mm and 256x256x128 crops. "
                "Intensity offset: auto (+1000 when the 0.5th percentile is below -500). Labels: class 0 "
                "background, 1-32 FDI 11-48, 33 metal (label 99)."),
         roi_model="cbct_roi_demo_v1",
@@ -208,8 +232,9 @@ def main(argv=None) -> int:
         metrics = {"held_out_mean_dice_0.8mm": round(dice, 4), "steps": step}
         save_checkpoint(net, dataclasses.replace(card, metrics=metrics), out / "cbct_swinunetr_demo_v1.safetensors")
 
-    train_network(net, teeth_cases, patch, args.steps, args.lr, rng, batch=args.batch,
-                  eval_case=eval_case, eval_every=args.eval_every, on_eval=checkpoint)
+    margin = round(ROIConfig().margin_mm / args.spacing)
+    train_network(net, teeth_cases, patch, args.steps, args.lr, rng, batch=args.batch, margin_voxels=margin,
+                  eval_case=eval_case, eval_every=args.eval_every, on_eval=checkpoint, whole_crop=args.whole_crop)
     logger.info("done in %.0fs", time.monotonic() - t0)
     return 0
 

@@ -203,8 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluation_parsers(sub)
 
-    from .corrections.cli import add_corrections_parsers
-    from .corrections.export import add_export_parsers
+    from .corrections.cli import add_corrections_parsers, add_export_parsers
     from .io.public_datasets.cli import add_convert_parsers
 
     add_corrections_parsers(sub)

@@ -174,20 +174,23 @@ def test_predictor_accepts_a_bare_mesh_and_finds_its_jaw(ios_phantoms, tiny_ios_
 
 
 def test_several_samplings_average_the_probabilities_of_single_ones(ios_phantoms, tiny_ios_weights, monkeypatch):
-    """passes=3 labels the scan from the mean of three single-sampling probability maps, and says so."""
+    """passes=3 labels the scan from the mean of three different samplings' probability maps, and says so."""
     from ToothMCLCore.errors import InvalidInputError
     from ToothMCLCore.inference import ios
 
     mesh = ios_phantoms["lower"]
-    seen = []
-    numbered = ios.number_vertices
-    monkeypatch.setattr(ios, "number_vertices", lambda m, probs, *a: (seen.append(probs), numbered(m, probs, *a))[1])
-    single = [ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=1).predict(mesh, "lower", seed=s)
-              for s in (5, 6, 7)]
+    per_pass, numbered_with, samples = [], [], []
+    transfer, numbered, sample = ios.transfer_probabilities, ios.number_vertices, ios.sample_points
+    monkeypatch.setattr(ios, "transfer_probabilities", lambda *a: (per_pass.append(transfer(*a)), per_pass[-1])[1])
+    monkeypatch.setattr(ios, "number_vertices", lambda m, probs, *a: (numbered_with.append(probs), numbered(m, probs, *a))[1])
+    monkeypatch.setattr(ios, "sample_points", lambda *a, **k: (samples.append(sample(*a, **k)), samples[-1])[1])
     result = ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=3).predict(mesh, "lower", seed=5)
+    single = ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=1).predict(mesh, "lower", seed=5)
 
-    np.testing.assert_allclose(seen[3], np.mean(seen[:3], axis=0), atol=2e-3)  # CPU float reductions vary a little
-    assert result.provenance["sampling_passes"] == 3 and single[0].provenance["sampling_passes"] == 1
+    assert len(per_pass) == 4 and len(numbered_with) == 2
+    np.testing.assert_allclose(numbered_with[0], np.mean(per_pass[:3], axis=0), atol=1e-9)
+    assert not np.array_equal(samples[0], samples[1]) and not np.array_equal(samples[1], samples[2])
+    assert result.provenance["sampling_passes"] == 3 and single.provenance["sampling_passes"] == 1
     assert len(result.labels) == mesh.n_vertices
     with pytest.raises(InvalidInputError, match="passes must be at least 1"):
         ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=0)

@@ -24,7 +24,6 @@ written, so a missing one fails in seconds, and the store is only read.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from .. import fdi
 from ..errors import InvalidInputError, OutputError
 from ..io.dataset_layout import FORMATS, Dataset, check_destination, write_dataset
 from ..io.dataset_records import CBCTRecord, IOSRecord
-from ..io.dataset_split import SPLITS, parse_fractions
+from ..io.dataset_split import parse_fractions
 from ..types import SurfaceMesh, Volume
 from .errors import CorruptStoreError
 from .files import folder_name, sha256_file
@@ -260,52 +259,3 @@ def _jaw_from_labels(rev: Revision, labels: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-def cmd_export_dataset(args) -> int:
-    """Handler of ``toothmcl export-dataset``; prints what was written and skipped."""
-    cases = [c for item in (args.cases or []) for c in item.split(",") if c] or None
-    result = export_store(args.store, args.out, args.format, split=args.split, seed=args.seed,
-                          overwrite=args.overwrite, cases=cases, annotator=args.annotator,
-                          description=args.description)
-    dataset = result.dataset
-    counts = dataset.counts()
-    layout = "nnU-Net v2" if dataset.format == "nnunet" else "Teeth3DS"
-    n_patients = len({c.patient_id for c in dataset.cases})
-    print(f"exported {len(dataset.cases)} {dataset.modality.upper()} cases of {n_patients} patients to "
-          f"{dataset.root} ({layout} layout)")
-    for name in SPLITS:
-        print(f"  {name:<5} {counts[name][0]:>5} cases  {counts[name][1]:>5} patients")
-    empty = [name for name, f in zip(SPLITS, parse_fractions(args.split)) if f > 0 and not counts[name][0]]
-    if empty:
-        print(f"  note: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: {n_patients} patients "
-              "are too few for the requested split (a patient is never divided between splits)")
-    for reason, skipped in result.skipped.items():
-        hint = f"; export them with --format {'teeth3ds' if dataset.format == 'nnunet' else 'nnunet'}" \
-            if reason == "modality" else ""
-        print(f"  skipped {len(skipped)} cases {SKIP_REASONS[reason]}{hint}")
-    print(f"manifest with the SHA-256 of every file: {dataset.root / 'manifest.json'}")
-    return 0
-
-
-def add_export_parsers(subparsers) -> argparse.ArgumentParser:
-    """Add ``export-dataset`` to the ``toothmcl`` sub-parsers; returns its parser."""
-    p = subparsers.add_parser(
-        "export-dataset", help="export the corrected cases of a store as a training dataset",
-        description="Write the latest corrected revision of every case in a corrections store as a "
-                    "training dataset: CBCT cases as an nnU-Net v2 dataset (--format nnunet), IOS cases in "
-                    "the Teeth3DS layout (--format teeth3ds), with splits by patient and a manifest holding "
-                    "the SHA-256 of every file. The store is only read.")
-    p.add_argument("store", help="the corrections store folder")
-    p.add_argument("out", help="the dataset folder to create (new or empty; for nnU-Net name it like "
-                               "Dataset301_ToothMCL)")
-    p.add_argument("--format", required=True, choices=tuple(FORMATS),
-                   help="nnunet: CBCT cases; teeth3ds: intraoral-scan cases")
-    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
-                   help="fractions of the cases per split, by patient (default: 0.8,0.1,0.1)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0); same seed, same split")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at OUT")
-    p.add_argument("--cases", nargs="+", metavar="CASE", help="export only these case ids (space or comma separated)")
-    p.add_argument("--annotator", help="per case, export the latest revision this annotator saved")
-    p.add_argument("--description", default="", help="free text kept in dataset.json and the manifest")
-    p.set_defaults(func=cmd_export_dataset)
-    return p

@@ -117,12 +117,7 @@ class IOSPredictor:
             jaw: "upper" or "lower"; None to take ``scan``'s own jaw or decide from the
                 geometry (:func:`ToothMCLCore.io.mesh.detect_jaw`).
         """
-        if isinstance(scan, SurfaceMesh):
-            scan = clean_mesh(scan.vertices_ras, scan.faces, labels=scan.labels, source=scan.source)
-        if jaw is None:
-            jaw = scan.mesh.jaw or detect_jaw(scan.mesh.source, scan.mesh, None, normals=scan.normals)[0]
-        if jaw not in fdi.JAWS:
-            raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
+        scan, jaw = prepare_scan_and_jaw(scan, jaw)
         report = _Reporter(progress, cancel)
         report("prepare", 0.0)
         mesh, normals = scan.mesh, scan.normals
@@ -168,6 +163,24 @@ class IOSPredictor:
         with torch.inference_mode(), autocast(self.device):
             logits = self.net(p, f).float()
         return torch.softmax(logits[0], dim=-1).cpu().numpy()
+
+
+def prepare_scan_and_jaw(scan: MeshReadResult | SurfaceMesh, jaw: str | None) -> tuple[MeshReadResult, str]:
+    """The cleaned scan and its jaw, shared by every IOS predictor.
+
+    A bare :class:`SurfaceMesh` is cleaned; ``jaw`` None takes the scan's own jaw or decides
+    from the geometry (:func:`ToothMCLCore.io.mesh.detect_jaw`).
+
+    Raises:
+        InvalidInputError: a jaw other than "upper" or "lower".
+    """
+    if isinstance(scan, SurfaceMesh):
+        scan = clean_mesh(scan.vertices_ras, scan.faces, labels=scan.labels, source=scan.source)
+    if jaw is None:
+        jaw = scan.mesh.jaw or detect_jaw(scan.mesh.source, scan.mesh, None, normals=scan.normals)[0]
+    if jaw not in fdi.JAWS:
+        raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
+    return scan, jaw
 
 
 def transfer_probabilities(sampled: np.ndarray, probs: np.ndarray, targets: np.ndarray, k: int = 3) -> np.ndarray:

@@ -51,13 +51,13 @@ import numpy as np
 from .. import __version__, fdi
 from ..config import _strict_from_dict, _to_dict
 from ..errors import ConfigError, InvalidInputError, WeightsError
-from ..io.mesh import MeshReadResult, clean_mesh, detect_jaw
+from ..io.mesh import MeshReadResult
 from ..postprocessing.assignment import assign_fdi
 from ..preprocessing.ios import COORDINATE_SCALE_MM
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
 from .device import resolve_device
-from .ios import IOSResult, summarize_mesh
+from .ios import IOSResult, prepare_scan_and_jaw, summarize_mesh
 
 if TYPE_CHECKING:
     from ..preprocessing.softooth import SOFToothInput
@@ -344,12 +344,7 @@ class SOFToothPredictor:
         Raises:
             InvalidInputError: a scan without faces (SOFTooth works on faces), a bad jaw.
         """
-        if isinstance(scan, SurfaceMesh):
-            scan = clean_mesh(scan.vertices_ras, scan.faces, labels=scan.labels, source=scan.source)
-        if jaw is None:
-            jaw = scan.mesh.jaw or detect_jaw(scan.mesh.source, scan.mesh, None, normals=scan.normals)[0]
-        if jaw not in fdi.JAWS:
-            raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
+        scan, jaw = prepare_scan_and_jaw(scan, jaw)
         report = _Reporter(progress, cancel)
         report("prepare", 0.0)
         n_faces = len(scan.mesh.faces)

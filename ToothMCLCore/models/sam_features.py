@@ -5,7 +5,7 @@ The paper passes the rendered occlusal view through a frozen SAM encoder (``E_2d
 
 - **Encoder.** segment-anything's ViT-B/L/H image encoder, built with ``checkpoint=None`` and
   filled with our own ``torch.load(..., weights_only=True)``: segment-anything's builder calls
-  ``torch.load(f)`` without ``weights_only`` and so relies on the torch version's default to
+  torch.load on the file without the weights-only flag and so relies on the torch version's default to
   refuse pickled code. A SAM checkpoint is a plain state dict, so nothing is lost. The file's
   SHA-256 must equal ``sha256`` or, by default, the published one of the official checkpoint
   (:data:`SAM_SHA256`). The encoder is frozen (``requires_grad_(False)``, eval mode) and run

@@ -1,4 +1,4 @@
-"""SOFTooth input speed benchmark: time per jaw, split by stage, on CPU by default.
+"""SOFTooth speed benchmark: time per jaw, split by stage, on CPU by default.
 
     python benchmarks/softooth_speed.py [--sam-checkpoint PATH] [--model-type vit_b]
     python benchmarks/softooth_speed.py --tiny --image-size 256 --resolution-mm 0.8   # quick check
@@ -7,9 +7,11 @@ For each jaw it makes a phantom scan (``--resolution-mm`` 0.3 gives about 100k v
 times decimation to ``--target-faces`` faces with label transfer, the 24-d face features in
 the canonical frame, the occlusal rendering (ray casting) with the face <-> pixel maps, the
 frozen SAM image encoder (cache disabled: the cost of a first visit), and the per-face
-bilinear sampling; it prints seconds and each stage's share of the jaw's total. Without
-``--sam-checkpoint`` the ViT is built by segment-anything with ``checkpoint=None`` (random
-weights): the same architecture, hence the same cost. A benchmark, not a test.
+bilinear sampling, the SOFTooth network (the paper's size) and the numbering (objectness,
+order-aware assignment, faces to FDI); it prints seconds and each stage's share of the jaw's
+total. Without ``--sam-checkpoint`` the ViT is built by segment-anything with
+``checkpoint=None`` (random weights), and the network is randomly initialised too: the same
+architectures, hence the same cost. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import resource
 import sys
 import time
 
-STAGES = ("decimate", "features", "render", "sam", "sample")
+STAGES = ("decimate", "features", "render", "sam", "sample", "network", "number")
 
 
 def main(argv=None) -> int:
@@ -38,6 +40,8 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from ToothMCLCore.inference.softooth import SOFToothSettings, number_faces
+    from ToothMCLCore.models import build_model
     from ToothMCLCore.models.sam_features import EMBED_DIM, SAMFeatureExtractor, sample_embedding
     from ToothMCLCore.preprocessing.softooth import build_input, decimate_scan, render_occlusal
     from ToothMCLCore.synthetic.ios import make_ios_phantom
@@ -47,6 +51,9 @@ def main(argv=None) -> int:
     extractor = SAMFeatureExtractor(None if args.tiny else args.sam_checkpoint, model_type, sha256=args.sha256,
                                     device=args.device, allow_random_init=True, use_cache=False)
     t_build = time.perf_counter() - t0
+    torch.manual_seed(0)
+    net = build_model("softooth", {"preset": "tiny", "sam_channels": EMBED_DIM} if args.tiny else {"preset": "paper"})
+    net = net.eval().to(extractor.device)
     # one-time costs (imports, Embree set-up) outside the timed stages; no encoder forward
     tetra = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
     render_occlusal(tetra, np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]), image_size=16)
@@ -85,6 +92,16 @@ def main(argv=None) -> int:
         feats = sample_embedding(torch.from_numpy(embedding)[None], yx, view.image_hw)[0].numpy()
         times["sample"] = time.perf_counter() - t
         assert feats.shape == (inp.n_faces, EMBED_DIM)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = net(torch.from_numpy(np.ascontiguousarray(inp.features))[None].to(extractor.device),
+                      torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None].to(extractor.device),
+                      torch.from_numpy(np.asarray(view.face_visible))[None].to(extractor.device))
+        outputs = {k: out[k].float().cpu().numpy() for k in ("mask_logits", "class_logits", "objectness", "centres")}
+        times["network"] = time.perf_counter() - t
+        t = time.perf_counter()
+        number_faces(outputs, inp.faces, jaw, SOFToothSettings())
+        times["number"] = time.perf_counter() - t
         total = sum(times.values())
         cells = "".join(f"{times[s]:>9.2f}s ({100 * times[s] / total:>2.0f}%)" for s in STAGES)
         print(f"{jaw:<6}{mesh.n_vertices:>9}{inp.n_faces:>7}{cells}{total:>8.2f}s"

@@ -59,7 +59,8 @@ import torch
 from ToothMCLCore import fdi
 from ToothMCLCore.config import ModelCard
 from ToothMCLCore.errors import ConfigError, InvalidInputError
-from ToothMCLCore.inference.softooth import SOFToothSettings, build_sam, prepare_scan, select_teeth
+from ToothMCLCore.inference.softooth import SOFToothSettings, build_sam, prepare_scan
+from ToothMCLCore.models.softooth import assign_instances
 
 from .configuration import (
     add_config_arguments,
@@ -404,7 +405,7 @@ class SOFToothTask(Task):
                           ("mask_logits", "class_logits", "objectness", "centres")]
                 gt = fdi.class_index_to_fdi(batch["labels"][b].cpu().numpy(), f"ios_{jaw}")
                 for t in OBJECTNESS_THRESHOLDS:
-                    numbers = select_teeth(*logits, jaw, t, settings.mask_threshold, settings.duplicate_iou)
+                    numbers = assign_instances(*logits, jaw, t, settings.mask_threshold, settings.duplicate_iou)
                     sem = semantic_metrics(faces_to_fdi(logits[0], numbers, settings.mask_threshold), gt, jaw)
                     for key in ("OA", "mIoU"):
                         sums[f"{key}@{t}"] = sums.get(f"{key}@{t}", 0.0) + sem[key]

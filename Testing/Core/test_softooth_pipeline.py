@@ -15,9 +15,10 @@ from ToothMCLCore.cli import main
 from ToothMCLCore.config import ModelCard
 from ToothMCLCore.errors import CancelledError, WeightsError
 from ToothMCLCore.inference.ios import IOSPredictor, ios_predictor
-from ToothMCLCore.inference.softooth import SOFToothPredictor, SOFToothSettings, largest_regions, select_teeth
+from ToothMCLCore.inference.softooth import SOFToothPredictor, SOFToothSettings, largest_regions
 from ToothMCLCore.io.mesh import read_mesh, write_mesh
 from ToothMCLCore.io.teeth3ds import read_teeth3ds_json
+from ToothMCLCore.models.softooth import assign_instances
 from ToothMCLCore.types import SurfaceMesh
 
 #: a tiny SOFTooth with PRG (SAM channels as every SAM encoder gives) on a small budget
@@ -127,7 +128,7 @@ def test_objectness_decides_which_instances_are_teeth_and_order_numbers_them():
     classes[7, [0, third - 1, third]] = [1.0, -1.0, -1.2]  # "no tooth" likeliest, 37 over 38
     classes[-1, fdi.fdi_to_class_index(31, "ios_lower")] = 5.0  # a confident class, objectness too low
     objectness = np.r_[np.full(len(teeth), 3.0), 1.0, -1.0]
-    numbers = select_teeth(masks, classes, objectness, centres, "lower")
+    numbers = assign_instances(masks, classes, objectness, centres, "lower")
     assert numbers[:len(teeth)].tolist() == teeth
     assert numbers[-2:].tolist() == [0, 0]
 

@@ -12,7 +12,8 @@ The second IOS model beside the Point Transformer of :mod:`.ios`, with the same
    and the frozen SAM embedding sampled at every face (cached on disk per rendered image).
 4. ``segment``: the network gives Q candidate instances: mask, class and objectness logits
    and a mask-derived centre each.
-5. ``postprocess`` (:func:`number_faces`): an instance is a tooth when its objectness
+5. ``postprocess`` (:func:`number_faces`, with
+   :func:`~ToothMCLCore.models.softooth.assign_instances`): an instance is a tooth when its objectness
    ``sigmoid(o)`` exceeds the card's ``objectness_threshold`` (0.5; the network learns
    objectness as the IoU of its mask with the tooth it covers) and its binarised mask (0.5,
    paper) is not empty; of two teeth whose masks overlap with IoU >= 0.5 the one with lower
@@ -50,9 +51,8 @@ import numpy as np
 
 from .. import __version__, fdi
 from ..config import _strict_from_dict, _to_dict
-from ..errors import ConfigError, InvalidInputError, WeightsError
+from ..errors import ConfigError, WeightsError
 from ..io.mesh import MeshReadResult
-from ..postprocessing.assignment import assign_fdi
 from ..preprocessing.ios import COORDINATE_SCALE_MM
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
@@ -206,42 +206,6 @@ def build_sam(settings: SOFToothSettings, device, checkpoint=None, use_cache: bo
                                use_cache=use_cache, tiny_img_size=int(settings.sam_tiny_img_size))
 
 
-def _sigmoid(x) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
-
-
-def select_teeth(mask_logits, class_logits, objectness, centres, jaw: str, objectness_threshold: float = 0.5,
-                 mask_threshold: float = 0.5, duplicate_iou: float = 0.5) -> np.ndarray:
-    """FDI number of each predicted instance of one jaw, 0 for "not a tooth" (stage 5).
-
-    Args:
-        mask_logits: (Q, M) float. class_logits: (Q, 17) float, channel 0 "no tooth".
-        objectness: (Q,) float logits. centres: (Q, 3) float, canonical frame.
-        jaw: "upper" or "lower".
-
-    Returns:
-        (Q,) int64 distinct FDI numbers of the jaw, 0 elsewhere.
-    """
-    if jaw not in fdi.JAWS:
-        raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
-    masks = _sigmoid(mask_logits) > mask_threshold
-    prob = _sigmoid(class_logits)
-    obj = _sigmoid(objectness)
-    out = np.zeros(len(obj), dtype=np.int64)
-    kept: list[int] = []
-    for q in np.argsort(-obj, kind="stable"):
-        if obj[q] <= objectness_threshold or not masks[q].any():
-            continue
-        inter = (masks[kept] & masks[q]).sum(axis=1)
-        union = (masks[kept] | masks[q]).sum(axis=1)
-        if not np.any(inter >= duplicate_iou * union):
-            kept.append(int(q))
-    if kept:
-        teeth = fdi.class_index_to_fdi(np.arange(1, prob.shape[1]), f"ios_{jaw}")
-        out[kept] = assign_fdi(prob[kept, 1:], np.asarray(centres, np.float64)[kept], tuple(int(t) for t in teeth))
-    return out
-
-
 def largest_regions(faces: np.ndarray, face_labels: np.ndarray, min_faces: int = 1) -> np.ndarray:
     """(M,) labels where every tooth keeps only its largest region of faces sharing a vertex;
     other faces of that tooth, and teeth whose largest region has fewer than ``min_faces``, become 0."""
@@ -265,12 +229,12 @@ def largest_regions(faces: np.ndarray, face_labels: np.ndarray, min_faces: int =
 
 def number_faces(outputs: dict, faces: np.ndarray, jaw: str, settings: SOFToothSettings) -> np.ndarray:
     """(M,) int64 FDI per face from one scan's network outputs (batch of one; stage 5)."""
-    from ..models.softooth import faces_to_fdi
+    from ..models.softooth import assign_instances, faces_to_fdi
 
     mask_logits = outputs["mask_logits"][0]
-    instance_fdi = select_teeth(mask_logits, outputs["class_logits"][0], outputs["objectness"][0],
-                                outputs["centres"][0], jaw, settings.objectness_threshold,
-                                settings.mask_threshold, settings.duplicate_iou)
+    instance_fdi = assign_instances(mask_logits, outputs["class_logits"][0], outputs["objectness"][0],
+                                    outputs["centres"][0], jaw, settings.objectness_threshold,
+                                    settings.mask_threshold, settings.duplicate_iou)
     face_fdi = faces_to_fdi(mask_logits, instance_fdi, settings.mask_threshold)
     return largest_regions(faces, face_fdi, int(settings.min_tooth_faces))
 

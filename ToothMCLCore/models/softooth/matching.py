@@ -28,8 +28,9 @@ behind the arch rather than the paper's x projection, which cannot order second 
 molars (they differ in y, not x).
 
 Inference: :func:`assign_instances` turns the Q predicted instances of one jaw into FDI numbers
-without a fixed confidence cut (the paper's point against THISNet): an instance is a tooth
-candidate when its mask is not empty and some tooth class is more probable than "no tooth";
+without a fixed confidence cut on the class (the paper's point against THISNet): an instance is
+a tooth candidate when its mask is not empty and its objectness is over the threshold (the
+model card's ``objectness_threshold``, 0.5 by default), whatever its class confidence;
 of two candidates whose masks overlap (IoU >= 0.5) the one with lower objectness goes; the
 candidates then get distinct numbers in arch order from ``assignment.assign_fdi`` (the same
 order-aware similarity and Hungarian solver, on class probabilities; see its docstring for
@@ -180,8 +181,8 @@ def fhm_match(mask_logits, class_logits, centres, gt_masks, gt_classes, gt_centr
     return rows.astype(np.int64), cols[rows].astype(np.int64)
 
 
-def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, mask_threshold: float = 0.5,
-                     duplicate_iou: float = 0.5) -> np.ndarray:
+def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, objectness_threshold: float = 0.5,
+                     mask_threshold: float = 0.5, duplicate_iou: float = 0.5) -> np.ndarray:
     """FDI number of each predicted instance of one jaw, 0 for "not a tooth" (inference).
 
     Args:
@@ -190,11 +191,13 @@ def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, m
         objectness: (Q,) float logits.
         centres: (Q, 3) float in the canonical frame (x to the patient's right, y anterior).
         jaw: "upper" or "lower".
+        objectness_threshold: sigmoid(objectness) above which an instance is a tooth.
         mask_threshold: mask binarisation (paper: 0.5).
         duplicate_iou: masks overlapping at least this much are one instance.
 
     Returns:
-        (Q,) int64 FDI numbers (see the module docstring for the rules).
+        (Q,) int64 distinct FDI numbers of the jaw, 0 for "not a tooth" (see the module
+        docstring for the rules).
     """
     if jaw not in fdi.JAWS:
         raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
@@ -202,7 +205,7 @@ def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, m
     prob = _sigmoid(_np(class_logits))
     obj = _np(objectness)
     out = np.zeros(len(prob), dtype=np.int64)
-    candidate = masks.any(axis=1) & (prob[:, 1:].max(axis=1) > prob[:, 0])
+    candidate = masks.any(axis=1) & (_sigmoid(obj) > objectness_threshold)
     kept: list[int] = []
     for q in sorted(np.flatnonzero(candidate), key=lambda i: -obj[i]):
         inter = (masks[kept] & masks[q]).sum(axis=1)

@@ -196,6 +196,19 @@ def test_several_samplings_average_the_probabilities_of_single_ones(ios_phantoms
         ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=0)
 
 
+def test_the_same_scan_gets_the_same_labels_every_time(ios_phantoms, tiny_ios_weights):
+    """Segmenting a scan twice gives identical labels and probabilities: no sampling inside the
+    network starts at a random point (fpsample's default), so a clinician re-running a scan, or
+    an annotator comparing with the saved prediction, sees no spurious changes."""
+    from ToothMCLCore.inference import ios
+
+    predictor = ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=2)
+    first = predictor.predict(ios_phantoms["lower"], "lower")
+    second = predictor.predict(ios_phantoms["lower"], "lower")
+    np.testing.assert_array_equal(first.labels, second.labels)
+    np.testing.assert_array_equal(first.instances, second.instances)
+
+
 def test_large_mesh_is_decimated_and_still_labelled_per_file_vertex(tmp_path, ios_phantoms, tiny_ios_weights,
                                                                      monkeypatch, caplog):
     """Above the face budget the scan is decimated first (and says so); labels still cover every vertex."""

@@ -53,7 +53,10 @@ def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def farthest_point_indices(points: torch.Tensor, m: int) -> torch.Tensor:
-    """(B, m) int64 farthest-point-sampling indices of ``points`` (B, N, 3), via ``fpsample``."""
+    """(B, m) int64 farthest-point-sampling indices of ``points`` (B, N, 3), via ``fpsample``.
+
+    Sampling starts at each sample's first point: ``fpsample`` picks a random start when none
+    is given, which made two runs of the same scan give different labels."""
     import fpsample
 
     pts = points.detach().float().cpu().numpy()
@@ -63,9 +66,9 @@ def farthest_point_indices(points: torch.Tensor, m: int) -> torch.Tensor:
     idx = []
     for sample in pts:
         if n > 4096:
-            chosen = fpsample.bucket_fps_kdline_sampling(sample, m, h=7)
+            chosen = fpsample.bucket_fps_kdline_sampling(sample, m, h=7, start_idx=0)
         else:
-            chosen = fpsample.fps_sampling(sample, m)
+            chosen = fpsample.fps_sampling(sample, m, start_idx=0)
         idx.append(np.asarray(chosen, dtype=np.int64))
     return torch.from_numpy(np.stack(idx)).to(points.device)
 

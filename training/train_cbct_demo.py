@@ -76,7 +76,8 @@ def _dice_ce(include_background: bool = False):
 
 
 def class_frequencies(cases, n_classes: int, margin_voxels: int = 0) -> np.ndarray:
-    """Fraction of each class over the training crops (teeth box + margin), +1 smoothing."""
+    """Fraction of each class inside the training phantoms' teeth boxes (grown by ``margin_voxels``),
+    with +1 smoothing so that no class has probability 0."""
     counts = np.ones(n_classes)
     for case in cases:
         region = expand_box(case.teeth_box, case.image.shape, margin_voxels)

@@ -110,7 +110,7 @@ def read_label_map(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) 
         InvalidInputError: missing, unreadable or truncated file; not 3-D; not a label map.
         ResourceLimitError: the volume exceeds ``max_bytes`` as float32.
     """
-    from ..io.volume import _check_header, _check_nifti_complete, _unreadable, geometry_from_sitk
+    from ..io.volume import geometry_from_sitk, read_image_file
 
     p = Path(path)
     if not p.is_file():
@@ -123,23 +123,7 @@ def read_label_map(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) 
     else:
         import SimpleITK as sitk
 
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(p))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as exc:
-            raise _unreadable(p, exc) from None
-        _check_header(p, reader.GetDimension(), list(reader.GetSize()), reader.GetNumberOfComponents(),
-                      reader.GetSpacing(), max_bytes)
-        if suffix in (".nii", ".nii.gz"):
-            _check_nifti_complete(p)
-        try:
-            image = reader.Execute()
-        except RuntimeError as exc:
-            raise _unreadable(p, exc) from None
-        if image.GetDimension() == 4:
-            size = list(image.GetSize())
-            image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
+        image = read_image_file(p, max_bytes)
         array, geometry = sitk.GetArrayFromImage(image), geometry_from_sitk(image)
     array, present = _check_label_values(p, array)
     other = tuple(int(v) for v in present if v != 0 and not fdi.is_valid_fdi(int(v)))

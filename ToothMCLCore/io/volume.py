@@ -104,17 +104,51 @@ def read_volume(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> 
                 f"{p.name}: unknown image format {suffix or '(no extension)'!r} (expected one of "
                 f"{', '.join(READ_SUFFIXES)} or a DICOM folder); export it as {_FORMATS}"
             )
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(p))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as exc:
-            raise _unreadable(p, exc) from None
+        reader = _file_reader(p)
         header = _header(reader)
         metadata = {"format": suffix.lstrip(".")}
 
+    image = _execute_checked(reader, p, header, metadata["format"], max_bytes)
+    array = sitk.GetArrayFromImage(image)
+    geometry = geometry_from_sitk(image)
+    _check_spacing(p, geometry.spacing)
+    _check_values(p, array)
+    logger.info("read %s: shape (K, J, I) %s, spacing %s mm, dtype %s",
+                p, array.shape, np.round(geometry.spacing, 4).tolist(), array.dtype)
+    return Volume(array=array, geometry=geometry, source=str(p), metadata=metadata)
+
+
+def read_image_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
+    """One image file as a 3-D ``SimpleITK.Image``, after the checks every reader of ours needs:
+    readable header, 3-D scalar of sane size and spacing, a complete NIfTI stream, and a 4-D file
+    with one time point reduced to 3-D. The voxel values are not checked (a label map may be all
+    background; :func:`read_volume` checks them for images).
+
+    Raises:
+        InvalidInputError, ResourceLimitError: as :func:`read_volume` for the header and file.
+    """
+    p = Path(path)
+    reader = _file_reader(p)
+    return _execute_checked(reader, p, _header(reader), full_suffix(p).lstrip("."), max_bytes)
+
+
+def _file_reader(p: Path):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise _unreadable(p, exc) from None
+    return reader
+
+
+def _execute_checked(reader, p: Path, header: tuple, fmt: str, max_bytes: int):
+    import SimpleITK as sitk
+
     _check_header(p, *header, max_bytes)
-    if metadata["format"] in ("nii", "nii.gz"):
+    if fmt in ("nii", "nii.gz"):
         _check_nifti_complete(p)
     try:
         image = reader.Execute()
@@ -123,13 +157,7 @@ def read_volume(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if image.GetDimension() == 4:  # a 4-D file with a single time point
         size = list(image.GetSize())
         image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
-    array = sitk.GetArrayFromImage(image)
-    geometry = geometry_from_sitk(image)
-    _check_spacing(p, geometry.spacing)
-    _check_values(p, array)
-    logger.info("read %s: shape (K, J, I) %s, spacing %s mm, dtype %s",
-                p, array.shape, np.round(geometry.spacing, 4).tolist(), array.dtype)
-    return Volume(array=array, geometry=geometry, source=str(p), metadata=metadata)
+    return image
 
 
 def _unreadable(path: Path, exc: RuntimeError) -> InvalidInputError:

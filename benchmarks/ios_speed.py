@@ -12,6 +12,7 @@ is under 10 s end to end for 100k vertices on 2 CPU cores. A benchmark, not a te
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import tempfile
@@ -28,7 +29,7 @@ def stage_seconds(start: float, marks) -> dict[str, float]:
     next pass's farthest point sampling); "prepare" runs from ``start`` to the first report."""
     spent: dict[str, float] = {}
     stamps = [("prepare", start)] + [m for m in marks if m[0] != "prepare"]
-    for (stage, t), (_, t_next) in zip(stamps, stamps[1:]):
+    for (stage, t), (_, t_next) in itertools.pairwise(stamps):
         spent[stage] = spent.get(stage, 0.0) + t_next - t
     return spent
 

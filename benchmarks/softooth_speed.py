@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from ToothMCLCore.inference.softooth import SOFToothSettings, number_faces
+    from ToothMCLCore.inference.softooth import PreparedScan, SOFToothSettings, number_faces, run_network
     from ToothMCLCore.models import build_model
     from ToothMCLCore.models.sam_features import EMBED_DIM, SAMFeatureExtractor, sample_embedding
     from ToothMCLCore.preprocessing.softooth import build_input, decimate_scan, render_occlusal
@@ -93,11 +93,7 @@ def main(argv=None) -> int:
         times["sample"] = time.perf_counter() - t
         assert feats.shape == (inp.n_faces, EMBED_DIM)
         t = time.perf_counter()
-        with torch.inference_mode():
-            out = net(torch.from_numpy(np.ascontiguousarray(inp.features))[None].to(extractor.device),
-                      torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None].to(extractor.device),
-                      torch.from_numpy(np.asarray(view.face_visible))[None].to(extractor.device))
-        outputs = {k: out[k].float().cpu().numpy() for k in ("mask_logits", "class_logits", "objectness", "centres")}
+        outputs = run_network(net, PreparedScan(inp, feats.astype(np.float32), view.face_visible), extractor.device)
         times["network"] = time.perf_counter() - t
         t = time.perf_counter()
         number_faces(outputs, inp.faces, jaw, SOFToothSettings())

@@ -255,7 +255,3 @@ def _jaw_from_labels(rev: Revision, labels: np.ndarray) -> str:
                                 "save it again with jaw='upper' or 'lower', or leave it out with --cases")
     return jaws.pop()
 
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------

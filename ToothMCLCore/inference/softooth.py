@@ -227,6 +227,19 @@ def largest_regions(faces: np.ndarray, face_labels: np.ndarray, min_faces: int =
     return out
 
 
+def run_network(net, prepared: PreparedScan, device) -> dict[str, np.ndarray]:
+    """Stage 4 for one scan: the network's outputs (batch of one) as float numpy arrays."""
+    import torch
+
+    def tensor(a):
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a))[None].to(device)
+
+    with torch.inference_mode():
+        out = net(tensor(prepared.input.features), tensor(prepared.sam_features), tensor(prepared.visible))
+    keys = ("mask_logits", "class_logits", "objectness", "centres")
+    return {k: out[k].float().cpu().numpy() for k in keys}
+
+
 def number_faces(outputs: dict, faces: np.ndarray, jaw: str, settings: SOFToothSettings) -> np.ndarray:
     """(M,) int64 FDI per face from one scan's network outputs (batch of one; stage 5)."""
     from ..models.softooth import assign_instances, faces_to_fdi
@@ -337,12 +350,4 @@ class SOFToothPredictor:
         return IOSResult(file_labels, file_instances, jaw, teeth, provenance)
 
     def _forward(self, prepared: PreparedScan) -> dict[str, np.ndarray]:
-        import torch
-
-        def tensor(a):
-            return None if a is None else torch.from_numpy(np.ascontiguousarray(a))[None].to(self.device)
-
-        with torch.inference_mode():
-            out = self.net(tensor(prepared.input.features), tensor(prepared.sam_features), tensor(prepared.visible))
-        keys = ("mask_logits", "class_logits", "objectness", "centres")
-        return {k: out[k].float().cpu().numpy() for k in keys}
+        return run_network(self.net, prepared, self.device)

@@ -85,11 +85,14 @@ def cmd_segment_cbct(args) -> int:
     from .io import read_volume
 
     out = _check_output(args.output, CBCT_OUTPUT_SUFFIXES)
+    # The networks build (torch and MONAI imports included) while the scan is read and
+    # preprocessed; a bad --weights or --model still fails here, before the scan is read.
+    predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device,
+                              load_in_background=True)
     volume = read_volume(args.input)
-    predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device)
-    if predictor.device.type == "cpu":
-        logger.info("running on CPU; a GPU is much faster for full-resolution models")
     result = predictor.predict(volume, progress=_Progress(enabled=not args.quiet))
+    if predictor.device.type == "cpu":
+        logger.info("ran on CPU; a GPU is much faster for full-resolution models")
     write_cbct_labels(out, result)
     print_teeth_table(result.teeth)
     print(f"wrote {out}")

@@ -140,6 +140,35 @@ def test_missing_weights_leave_no_output(tmp_path, phantom_file, capsys):
     assert not out.exists()
 
 
+def test_networks_built_in_the_background_give_the_same_labels(small_phantom, tiny_weights):
+    """The command line builds the networks while the scan is read and preprocessed: same result."""
+    image, _ = small_phantom
+    at_once = CBCTPredictor(weights=tiny_weights, device="cpu").predict(image)
+    background = CBCTPredictor(weights=tiny_weights, device="cpu", load_in_background=True).predict(image)
+    np.testing.assert_array_equal(background.labels.array, at_once.labels.array)
+    assert [t.fdi for t in background.teeth] == [t.fdi for t in at_once.teeth]
+
+
+def test_weights_that_fail_to_build_in_the_background_leave_no_output(tmp_path, phantom_file, tiny_weights, capsys):
+    """A card whose architecture does not fit its tensors passes the checksum, fails while the scan is
+    being read, and the command still ends with one error line, a non-zero code and no file."""
+    import json
+    import shutil
+
+    from ToothMCLCore.models.checkpoint import card_path
+
+    bad = tmp_path / tiny_weights.name
+    shutil.copy(tiny_weights, bad)
+    card = json.loads(card_path(tiny_weights).read_text())
+    card["arch_args"]["feature_size"] = 24
+    card_path(bad).write_text(json.dumps(card))
+    out = tmp_path / "teeth.seg.nrrd"
+    code = main(["segment-cbct", str(phantom_file), "-o", str(out), "--weights", str(bad), "--device", "cpu", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and not out.exists()
+    assert len(err) == 1 and "do not fit architecture" in err[0]
+
+
 @pytest.mark.parametrize("orientation", ["LPS", "oblique"])
 def test_restored_labels_follow_the_truth_at_least_as_well_as_label_gaussian_resampling(orientation):
     """Labels restored from a 0.8 mm crop onto a 0.4 mm scan match the truth as well as SimpleITK's

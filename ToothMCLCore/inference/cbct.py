@@ -19,6 +19,7 @@ import datetime as _dt
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from scipy import ndimage
 from .. import __version__, fdi
 from ..config import CBCTPreprocessConfig, PostprocessConfig, ROIConfig, SlidingWindowConfig
 from ..errors import CancelledError, WeightsError
-from ..models.checkpoint import load_checkpoint
+from ..models.checkpoint import build_checkpoint, load_checkpoint, verify_checkpoint
 from ..models.registry import resolve_weights
 from ..postprocessing.cbct import number_teeth
 from ..preprocessing.cbct import preprocess_cbct, resample_onto
@@ -66,16 +67,29 @@ class CBCTResult:
     provenance: dict = field(default_factory=dict)
 
 
-def _load(weights: str | Path | None, model: str | None, device):
+def _locate(weights: str | Path | None, model: str | None) -> tuple[Path, str | None]:
+    """The weights file to use and the SHA-256 its registry entry promises (None for a path)."""
     if weights is not None:
-        return load_checkpoint(weights, device=device)
-    name = model or DEFAULT_CBCT_MODEL
-    path, sha = resolve_weights(name)
-    return load_checkpoint(path, device=device, expected_sha256=sha)
+        return Path(weights), None
+    return resolve_weights(model or DEFAULT_CBCT_MODEL)
+
+
+def _load(weights: str | Path | None, model: str | None, device):
+    """(network on ``device``, card) of a checkpoint path or a registry name."""
+    path, expected = _locate(weights, model)
+    return load_checkpoint(path, device=device, expected_sha256=expected)
 
 
 class CBCTPredictor:
     """Stateful predictor over pure ``nn.Module`` networks (as segment-anything's predictor).
+
+    The checkpoints are checked (file, card, SHA-256, task) when the predictor is made, so a
+    wrong ``--weights`` fails at once. Building the networks (importing torch and MONAI, then
+    loading the tensors) takes seconds; with ``load_in_background`` it runs in a thread while
+    the caller reads and :meth:`predict` preprocesses the volume, which need neither. The
+    command line does this: importing MONAI alone takes 5-9 s on two cores, as long as reading
+    and resampling a 40 M-voxel scan. ``net``, ``roi_net`` and ``device`` wait for the thread
+    and re-raise what it raised.
 
     Args:
         weights: path to a ``.safetensors`` file with its card, or None to use ``model``.
@@ -86,13 +100,14 @@ class CBCTPredictor:
         overlap: override of the card's sliding-window overlap.
         whole_crop_max_voxels: override of the card's one-window limit
             (:class:`~ToothMCLCore.config.SlidingWindowConfig`; 0 = always overlapping windows).
+        load_in_background: build the networks in a thread (see above).
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto",
                  roi_weights=None, use_roi: bool = True, overlap: float | None = None,
-                 whole_crop_max_voxels: int | None = None):
-        self.device = resolve_device(device)
-        self.net, self.card = _load(weights, model, self.device)
+                 whole_crop_max_voxels: int | None = None, load_in_background: bool = False):
+        path, expected = _locate(weights, model)
+        self.card = verify_checkpoint(path, expected)
         if self.card.task != "cbct_teeth":
             raise WeightsError(f"{self.card.name} is a {self.card.task!r} model, not a CBCT teeth model")
         self.preprocess_config = CBCTPreprocessConfig.from_dict(self.card.preprocess)
@@ -104,11 +119,41 @@ class CBCTPredictor:
         self.sw_config = sw
         self.post_config = PostprocessConfig()
         self.roi_config = ROIConfig()
-        self.roi_net = self.roi_card = None
+        self.roi_card = roi_path = None
         if use_roi and (roi_weights is not None or self.card.roi_model):
-            self.roi_net, self.roi_card = _load(roi_weights, self.card.roi_model, self.device)
+            roi_path, roi_expected = _locate(roi_weights, self.card.roi_model)
+            self.roi_card = verify_checkpoint(roi_path, roi_expected)
             self.roi_config = ROIConfig(spacing_mm=float(self.roi_card.preprocess.get("spacing_mm", 1.5)))
         self.use_roi = use_roi
+
+        def build():
+            dev = resolve_device(device)
+            net = build_checkpoint(path, self.card, dev)
+            roi_net = build_checkpoint(roi_path, self.roi_card, dev) if roi_path is not None else None
+            return dev, net, roi_net
+
+        if load_in_background:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toothmcl-load")
+            self._built = pool.submit(build)
+            pool.shutdown(wait=False)  # the thread ends when the build does
+        else:
+            self._built = Future()
+            self._built.set_result(build())
+
+    @property
+    def device(self):
+        """The torch device the networks run on (waits for a background build)."""
+        return self._built.result()[0]
+
+    @property
+    def net(self):
+        """The fine SwinUNETR (waits for a background build)."""
+        return self._built.result()[1]
+
+    @property
+    def roi_net(self):
+        """The lightweight ROI network, or None (waits for a background build)."""
+        return self._built.result()[2]
 
     # ------------------------------------------------------------------------------------
     def predict(self, volume: Volume, progress: ProgressFn | None = None,
@@ -117,6 +162,9 @@ class CBCTPredictor:
         report = _Reporter(progress, cancel)
         report("preprocess", 0.0)
         canonical, info = preprocess_cbct(volume, self.preprocess_config)
+        if not self._built.done():
+            report("load model", 0.1)
+            self._built.result()
         report("crop", 0.1)
         box, rule = self._crop_box(canonical) if self.use_roi else (_full_box(canonical.array.shape), "none")
         crop = canonical.array[box]

@@ -76,24 +76,22 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         raise WeightsError(f"model card {path} is invalid: {exc}") from None
 
 
-def load_checkpoint(weights_path: str | os.PathLike, device="cpu", expected_sha256: str | None = None):
-    """Rebuild a network from ``weights_path`` and its card; verify the SHA-256 first.
+def verify_checkpoint(weights_path: str | os.PathLike, expected_sha256: str | None = None) -> ModelCard:
+    """Check a checkpoint without building its network: file, suffix, card and SHA-256.
+
+    This is cheap (no torch, no MONAI), so callers can refuse a bad checkpoint at once and
+    build the network later, or in the background.
 
     Args:
         weights_path: ``.safetensors`` file with its ``.json`` card beside it.
-        device: torch device to load onto.
         expected_sha256: if given (from a registry entry), must match too.
 
     Returns:
-        (model in eval mode on ``device``, :class:`ModelCard`).
+        The checkpoint's :class:`ModelCard`.
 
     Raises:
-        WeightsError: missing file, checksum mismatch, corrupt file, or tensors that do not fit
-            the architecture.
+        WeightsError: missing file, not safetensors, missing or invalid card, checksum mismatch.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     weights_path = Path(weights_path)
     if not weights_path.is_file():
         raise WeightsError(f"weights file {weights_path} not found; check the path or use --model NAME")
@@ -110,6 +108,22 @@ def load_checkpoint(weights_path: str | os.PathLike, device="cpu", expected_sha2
                 f"SHA-256 of {weights_path.name} is {digest} but the {label} says {want}; "
                 "the file is corrupt or not the published one: delete it and download it again"
             )
+    return card
+
+
+def build_checkpoint(weights_path: str | os.PathLike, card: ModelCard, device="cpu"):
+    """Rebuild the network of a checkpoint that :func:`verify_checkpoint` accepted.
+
+    Returns:
+        The model in eval mode on ``device``.
+
+    Raises:
+        WeightsError: a corrupt file, or tensors that do not fit the card's architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path = Path(weights_path)
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -124,5 +138,24 @@ def load_checkpoint(weights_path: str | os.PathLike, device="cpu", expected_sha2
             f"{card.arch_args}: {first}"
         ) from None
     model.eval()
-    logger.info("loaded %s v%s (%s)", card.name, card.version, digest[:12])
-    return model.to(device), card
+    logger.info("loaded %s v%s (%s)", card.name, card.version, card.sha256[:12])
+    return model.to(device)
+
+
+def load_checkpoint(weights_path: str | os.PathLike, device="cpu", expected_sha256: str | None = None):
+    """Rebuild a network from ``weights_path`` and its card; verify the SHA-256 first.
+
+    Args:
+        weights_path: ``.safetensors`` file with its ``.json`` card beside it.
+        device: torch device to load onto.
+        expected_sha256: if given (from a registry entry), must match too.
+
+    Returns:
+        (model in eval mode on ``device``, :class:`ModelCard`).
+
+    Raises:
+        WeightsError: missing file, checksum mismatch, corrupt file, or tensors that do not fit
+            the architecture.
+    """
+    card = verify_checkpoint(weights_path, expected_sha256)
+    return build_checkpoint(weights_path, card, device), card

@@ -3,19 +3,36 @@
     python -m training.train_cbct_demo --out ToothMCLCore/weights
 
 takes about 35 minutes on 2 CPU cores and writes ``cbct_roi_demo_v1`` and
-``cbct_swinunetr_demo_v1`` (safetensors + model card). The cards say "trained on synthetic
-phantoms, not for clinical use". Every ``--eval-every`` steps it prints the mean Dice on a
-held-out phantom and saves the weights so far, so a run can be stopped once it is good enough.
+``cbct_swinunetr_demo_v1`` (1.0 mm; safetensors + model card). The default model,
+``cbct_swinunetr_demo_v2`` (0.75 mm), continues it in two more runs of about 25 minutes each:
+
+    python -m training.train_cbct_demo --out runs/v2a --skip-roi --spacing 0.75 --steps 150 \
+        --lr 1e-3 --eval-every 50 --name cbct_swinunetr_demo_v2 \
+        --init ToothMCLCore/weights/cbct_swinunetr_demo_v1.safetensors
+    python -m training.train_cbct_demo --out ToothMCLCore/weights --skip-roi --spacing 0.75 \
+        --steps 150 --lr 1e-3 --eval-every 50 --name cbct_swinunetr_demo_v2 --gaps --cases 16 \
+        --init runs/v2a/cbct_swinunetr_demo_v2.safetensors
+
+(``--skip-roi`` keeps the ROI model already in ``--out``; the second run needs it there.) Each
+card's notes carry the notes of the checkpoint it continued from. The cards say "trained on
+synthetic phantoms, not for clinical use". Every ``--eval-every`` steps a run prints the mean
+Dice on a held-out phantom and saves the weights so far, so it can be stopped once it is good
+enough.
+
+Why 0.75 mm for the default: it is closer to the paper's 0.3 mm, gives better Dice on 0.3 mm
+scans (less is lost restoring the labels), and the network is then the larger part of a run,
+as it is for the paper's model; at 1.0 mm, importing MONAI and reading the scan took longer
+than the network (see ``benchmarks/cbct_speed.py``).
 
 What differs from the paper, and why (all written into the model card):
-- voxel size 1.0 mm instead of 0.3 mm and SwinUNETR feature size 12, depths (1, 1, 1, 1):
+- voxel size 1.0 mm, then 0.75 mm, instead of 0.3 mm, and SwinUNETR feature size 12, depths (1, 1, 1, 1):
   a CPU could not train the full model in minutes. The inference pipeline is the same; only
   the card's numbers change. Restoring perfect 1.0 mm labels onto the 0.3 mm phantom already
   costs Dice (0.935 on the demo phantom, against 0.952 from 0.8 mm), a price paid for a crop
   small enough to train on whole.
 - whole ROI crops: the teeth's box plus a random margin (what the ROI crop gives at
   inference), padded to multiples of 32, one crop per step; the card then segments a crop of
-  up to 128^3 voxels as one window. The network numbers a tooth from its place in the arch, so
+  up to a 128 mm cube (:func:`whole_crop_limit`) as one window. The network numbers a tooth from its place in the arch, so
   it must see the arch: random 64^3 crops (half an arch) collapsed to background.
 - the output layer starts at the class priors and learns 5x faster than the rest
   (:func:`init_output_prior`): without it 800 steps gave held-out Dice 0.01.
@@ -37,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ToothMCLCore.config import CBCTPreprocessConfig, ModelCard, ROIConfig, SlidingWindowConfig
+from ToothMCLCore.fdi import PERMANENT_FDI
 from ToothMCLCore.models import build_model
 from ToothMCLCore.models.checkpoint import save_checkpoint
 from ToothMCLCore.synthetic.cbct import make_cbct_phantom
@@ -48,21 +66,45 @@ logger = logging.getLogger("training.cbct_demo")
 DEMO_NOTE = "trained on synthetic phantoms, not for clinical use"
 TEETH_ARCH = {"in_channels": 1, "out_channels": 34, "feature_size": 12, "depths": [1, 1, 1, 1],
               "num_heads": [3, 6, 12, 24]}
-#: one-window limit written into the card with --whole-crop (a 1.0 mm dentition crop is ~96^3)
-WHOLE_CROP_MAX_VOXELS = 128 * 128 * 128
+#: one-window limit written into the card with --whole-crop, in mm^3: a 128 mm cube, 128^3 voxels
+#: at 1.0 mm (a 1.0 mm dentition crop is ~96^3). Finer grids get the same physical limit, capped
+#: at 160 x 160 x 128 voxels (3.3 M; SwinUNETR feature 12 peaks at 5.6 GB for that on a CPU).
+WHOLE_CROP_MAX_MM3 = 128.0**3
+WHOLE_CROP_VOXEL_CAP = 160 * 160 * 128
+
+
+def whole_crop_limit(spacing_mm: float) -> int:
+    """The card's ``whole_crop_max_voxels`` for a grid of ``spacing_mm``."""
+    return min(round(WHOLE_CROP_MAX_MM3 / spacing_mm**3), WHOLE_CROP_VOXEL_CAP)
+
 EVAL_SEED = 1000  # held-out phantom for the Dice printed during training (the demo uses 2024)
 ROI_ARCH = {"in_channels": 1, "out_channels": 2, "features": [8, 16, 32, 64, 128, 8]}
 
 
-def phantom_options(seed: int) -> dict:
-    """Variety across training phantoms: orientation, offset, metal. Teeth are missing only as
-    the phantom generator draws third molars; the demo phantom's missing 25 is never seen."""
+#: teeth a training phantom may lack with ``--gaps``: not third molars (the generator already
+#: draws those) and never 25, so that the demo phantom's gap stays unseen in training
+GAP_TEETH = tuple(t for t in PERMANENT_FDI if t % 10 != 8 and t != 25)
+
+
+def phantom_options(seed: int, gaps: bool = False) -> dict:
+    """Variety across training phantoms: orientation, offset, metal, and with ``gaps`` one to
+    three missing teeth (from :data:`GAP_TEETH`) in every odd-seeded phantom.
+
+    Why gaps: a network that has only seen full arches numbers the teeth behind a gap as if
+    the gap were not there (26 -> 27, 27 -> 28 on the demo phantom, which lacks 25), and the
+    arch-order assignment cannot undo a shift that keeps the order. Missing teeth are common
+    in the clinic, so the phantoms have them too.
+    """
     rng = np.random.default_rng(10_000 + seed)
-    return {
+    options = {
         "orientation": ["RAS", "LPS", "oblique"][seed % 3],
         "offset": -1000.0 if rng.random() < 0.3 else 0.0,
         "metal": bool(rng.random() < 0.3),
     }
+    if gaps and seed % 2 == 1:
+        count = 1 + int(rng.integers(3))
+        options["missing"] = tuple(sorted(int(t) for t in rng.choice(GAP_TEETH, count, replace=False)))
+    return options
 
 
 def _dice_ce(include_background: bool = False):
@@ -210,6 +252,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--init", help="continue from these SwinUNETR weights (.safetensors with card)")
+    p.add_argument("--gaps", action="store_true",
+                   help="odd-seeded training phantoms lack one to three teeth (see phantom_options)")
+    p.add_argument("--name", default="cbct_swinunetr_demo_v1", help="name of the SwinUNETR checkpoint and card")
     p.add_argument("--skip-roi", action="store_true", help="keep the ROI model already in --out")
     p.add_argument("--patches", dest="whole_crop", action="store_false",
                    help="train on 64x96x96 patches inside the teeth box instead of whole ROI crops (teeth box + "
@@ -231,7 +276,7 @@ def main(argv=None) -> int:
     teeth_cases, roi_cases = [], []
     t0 = time.monotonic()
     for i in range(args.cases):
-        image, labels = make_cbct_phantom(seed=i, **phantom_options(i))
+        image, labels = make_cbct_phantom(seed=i, **phantom_options(i, args.gaps))
         teeth_cases.append(prepare_case(image, labels, teeth_pre, name=f"phantom{i}"))
         if not args.skip_roi:
             roi_cases.append(prepare_case(image, labels, roi_pre, name=f"phantom{i}", scheme="binary"))
@@ -250,29 +295,33 @@ def main(argv=None) -> int:
         )
         save_checkpoint(roi_net, roi_card, out / "cbct_roi_demo_v1.safetensors")
 
+    origin = ""
     if args.init:
         from ToothMCLCore.models.checkpoint import load_checkpoint
 
-        net, _ = load_checkpoint(args.init)
+        net, init_card = load_checkpoint(args.init)
+        origin = f"Continued from {init_card.name} (sha256 {init_card.sha256[:12]}), whose notes say: {init_card.notes}"
     else:
         net = build_model("swinunetr", TEETH_ARCH)
         init_output_prior(net, class_frequencies(teeth_cases, TEETH_ARCH["out_channels"]))
     patch = (64, 96, 96)
     card = ModelCard(
-        name="cbct_swinunetr_demo_v1", version="1.0.0", task="cbct_teeth", architecture="swinunetr",
+        name=args.name, version="1.0.0", task="cbct_teeth", architecture="swinunetr",
         arch_args=TEETH_ARCH, class_scheme="cbct", preprocess=teeth_pre.to_dict(),
         sliding_window=SlidingWindowConfig(roi_size=patch, overlap=0.25,
-                                           whole_crop_max_voxels=WHOLE_CROP_MAX_VOXELS if args.whole_crop else 0).to_dict(),
-        training_data=f"{args.cases} synthetic CBCT phantoms (ToothMCLCore.synthetic, seeds 0..{args.cases - 1})",
+                                           whole_crop_max_voxels=whole_crop_limit(args.spacing) if args.whole_crop else 0).to_dict(),
+        training_data=(f"{args.cases} synthetic CBCT phantoms (ToothMCLCore.synthetic, seeds 0..{args.cases - 1}"
+                       + (", one to three missing teeth in the odd-seeded ones)" if args.gaps else ")")),
         intended_use=f"demo SwinUNETR: {DEMO_NOTE}",
         notes=(f"{args.spacing} mm grid, feature size 12, depths (1,1,1,1), {args.steps} steps of batch "
-               f"{args.batch}, AdamW lr {args.lr} warm-up + cosine (output layer x{args.head_lr_factor:g}, "
-               "bias started at the class priors), Dice over the teeth + cross-entropy, bfloat16 autocast, "
+               f"{args.batch}, AdamW lr {args.lr} warm-up + cosine (output layer x{args.head_lr_factor:g}"
+               + (", bias from the checkpoint continued" if args.init else ", bias started at the class priors")
+               + "), Dice over the teeth + cross-entropy, bfloat16 autocast, "
                + ("whole ROI crops (teeth box + random margin) segmented as one window "
                   if args.whole_crop else "64x96x96 crops inside the teeth box ")
                + "so that it trains on a CPU; the paper's model uses 0.3 mm and 256x256x128 crops. "
                "Intensity offset: auto (+1000 when the 0.5th percentile is below -500). Labels: class 0 "
-               "background, 1-32 FDI 11-48, 33 metal (label 99)."),
+               "background, 1-32 FDI 11-48, 33 metal (label 99). " + origin).strip(),
         roi_model="cbct_roi_demo_v1",
     )
     image, labels = make_cbct_phantom(seed=EVAL_SEED, **phantom_options(EVAL_SEED))
@@ -280,7 +329,7 @@ def main(argv=None) -> int:
 
     def checkpoint(step, dice):
         metrics = {"held_out_mean_dice": round(dice, 4), "grid_mm": args.spacing, "steps": step}
-        save_checkpoint(net, dataclasses.replace(card, metrics=metrics), out / "cbct_swinunetr_demo_v1.safetensors")
+        save_checkpoint(net, dataclasses.replace(card, metrics=metrics), out / f"{args.name}.safetensors")
 
     margin = round(ROIConfig().margin_mm / args.spacing)
     train_network(net, teeth_cases, patch, args.steps, args.lr, rng, batch=args.batch, margin_voxels=margin,

@@ -21,7 +21,7 @@ def predictor():
 
 def test_shipped_demo_weights_are_registered_with_cards(predictor):
     """The default model is the bundled demo SwinUNETR, with its ROI model, marked not clinical."""
-    assert predictor.card.name == "cbct_swinunetr_demo_v1"
+    assert predictor.card.name == "cbct_swinunetr_demo_v2"
     assert predictor.roi_card is not None and predictor.roi_card.name == "cbct_roi_demo_v1"
     assert "not for clinical use" in predictor.card.intended_use
     assert len(predictor.card.sha256) == 64

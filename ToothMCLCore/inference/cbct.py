@@ -39,7 +39,7 @@ from .device import autocast, resolve_device
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float], None]
-DEFAULT_CBCT_MODEL = "cbct_swinunetr_demo_v1"
+DEFAULT_CBCT_MODEL = "cbct_swinunetr_demo_v2"
 
 
 @dataclass

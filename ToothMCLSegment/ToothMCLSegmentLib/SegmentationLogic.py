@@ -63,9 +63,11 @@ STORE_NOT_AVAILABLE = (
 )
 
 
-#: seconds on 2 CPU cores with the demo models, fitted to benchmarks/cbct_speed.py (19.3 s for a
-#: 40 M-voxel scan) and ios_speed.py (9.2 s for 115k vertices, 13.5 s for 360k; 6 passes)
-CPU_SECONDS = {"cbct_fixed": 13.0, "cbct_per_mvoxel": 0.16, "ios_fixed": 7.0, "ios_per_100k_vertices": 1.8}
+#: seconds on 2 CPU cores with the demo models, fitted to benchmarks/cbct_speed.py (25-28 s for a
+#: 40 M-voxel scan with the 0.75 mm SwinUNETR; reading, resampling and restoring grow with the
+#: scan, the network with the dentition) and ios_speed.py (9.2 s for 115k vertices, 13.5 s for
+#: 360k; 6 passes)
+CPU_SECONDS = {"cbct_fixed": 20.0, "cbct_per_mvoxel": 0.16, "ios_fixed": 7.0, "ios_per_100k_vertices": 1.8}
 #: a rough GPU factor for the estimate (the network part dominates on a CPU)
 GPU_SPEEDUP = 5.0
 

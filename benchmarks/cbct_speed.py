@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ToothMCLCore.inference.cbct import DEFAULT_CBCT_MODEL
+
 FOV_MM = (120.0, 120.0, 75.0)
 BASELINE_OVERLAP = 0.5
 
@@ -94,7 +96,7 @@ def _timed(cmd: list[str], log: Path) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", default="cbct_swinunetr_demo_v1")
+    g.add_argument("--model", default=DEFAULT_CBCT_MODEL)
     g.add_argument("--weights")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=4242)

@@ -40,6 +40,23 @@ def tiny_weights(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def misfit_weights(tiny_weights, tmp_path):
+    """The tiny weights with a card claiming feature size 24: the checksum passes, the tensors
+    do not fit the architecture."""
+    import json
+    import shutil
+
+    from ToothMCLCore.models.checkpoint import card_path
+
+    bad = tmp_path / tiny_weights.name
+    shutil.copy(tiny_weights, bad)
+    card = json.loads(card_path(tiny_weights).read_text())
+    card["arch_args"]["feature_size"] = 24
+    card_path(bad).write_text(json.dumps(card))
+    return bad
+
+
 TINY_PT_ARCH = {"planes": [16, 32, 32, 32, 32], "blocks": [1, 1, 1, 1, 1], "nsamples": [8, 8, 8, 8, 8]}
 
 

@@ -32,8 +32,9 @@ What differs from the paper, and why (all written into the model card):
   small enough to train on whole.
 - whole ROI crops: the teeth's box plus a random margin (what the ROI crop gives at
   inference), padded to multiples of 32, one crop per step; the card then segments a crop of
-  up to a 128 mm cube (:func:`whole_crop_limit`) as one window. The network numbers a tooth from its place in the arch, so
-  it must see the arch: random 64^3 crops (half an arch) collapsed to background.
+  up to a 128 mm cube (:func:`whole_crop_limit`) as one window. The network numbers a tooth
+  from its place in the arch, so it must see the arch: random 64^3 crops (half an arch)
+  collapsed to background.
 - the output layer starts at the class priors and learns 5x faster than the rest
   (:func:`init_output_prior`): without it 800 steps gave held-out Dice 0.01.
 - AdamW, learning rate 2e-3 with 5% linear warm-up then cosine decay (the paper: 3e-4 for 150

@@ -149,21 +149,13 @@ def test_networks_built_in_the_background_give_the_same_labels(small_phantom, ti
     assert [t.fdi for t in background.teeth] == [t.fdi for t in at_once.teeth]
 
 
-def test_weights_that_fail_to_build_in_the_background_leave_no_output(tmp_path, phantom_file, tiny_weights, capsys):
+def test_weights_that_fail_to_build_in_the_background_leave_no_output(tmp_path, phantom_file, misfit_weights,
+                                                                      capsys):
     """A card whose architecture does not fit its tensors passes the checksum, fails while the scan is
     being read, and the command still ends with one error line, a non-zero code and no file."""
-    import json
-    import shutil
-
-    from ToothMCLCore.models.checkpoint import card_path
-
-    bad = tmp_path / tiny_weights.name
-    shutil.copy(tiny_weights, bad)
-    card = json.loads(card_path(tiny_weights).read_text())
-    card["arch_args"]["feature_size"] = 24
-    card_path(bad).write_text(json.dumps(card))
     out = tmp_path / "teeth.seg.nrrd"
-    code = main(["segment-cbct", str(phantom_file), "-o", str(out), "--weights", str(bad), "--device", "cpu", "-q"])
+    code = main(["segment-cbct", str(phantom_file), "-o", str(out), "--weights", str(misfit_weights),
+                 "--device", "cpu", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and not out.exists()
     assert len(err) == 1 and "do not fit architecture" in err[0]

@@ -138,7 +138,7 @@ def build_checkpoint(weights_path: str | os.PathLike, card: ModelCard, device="c
             f"{card.arch_args}: {first}"
         ) from None
     model.eval()
-    logger.info("loaded %s v%s (%s)", card.name, card.version, card.sha256[:12])
+    logger.info("loaded %s v%s (%s)", card.name, card.version, card.sha256[:12] or "card without SHA-256")
     return model.to(device)
 
 

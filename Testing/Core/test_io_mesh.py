@@ -181,6 +181,84 @@ def test_reads_legacy_vtk_written_by_vtk(tmp_path, upper, version, file_type):
     assert np.allclose(result.mesh.vertices_ras, upper.vertices_ras, atol=1e-4)
     assert np.array_equal(result.mesh.faces, upper.faces)
     assert np.array_equal(result.mesh.labels, upper.labels)
+    assert np.array_equal(result.face_data["face_id"], np.arange(len(upper.faces)))
+
+
+def _mixed_cells_polydata():
+    """A vtkPolyData with a vertex cell, a line, two triangles, a quad and a 5-point strip, whose
+    float cell array ``Label`` numbers the cells 10, 11, ... in VTK's cell order (verts, lines,
+    polys, strips)."""
+    import vtk
+    from vtk.util.numpy_support import numpy_to_vtk
+
+    pd = vtk.vtkPolyData()
+    pts = vtk.vtkPoints()
+    for p in [(0, 0, 0), (10, 0, 0), (10, 10, 0), (0, 10, 0), (20, 0, 1), (20, 10, 1), (30, 0, 2), (30, 10, 2),
+              (40, 0, 3)]:
+        pts.InsertNextPoint(*p)
+    pd.SetPoints(pts)
+    verts, lines, polys, strips = vtk.vtkCellArray(), vtk.vtkCellArray(), vtk.vtkCellArray(), vtk.vtkCellArray()
+    verts.InsertNextCell(1, [8])
+    lines.InsertNextCell(2, [0, 8])
+    polys.InsertNextCell(3, [0, 1, 2])
+    polys.InsertNextCell(4, [1, 4, 5, 2])
+    polys.InsertNextCell(3, [0, 2, 3])
+    strips.InsertNextCell(5, [4, 6, 5, 7, 8])
+    pd.SetVerts(verts)
+    pd.SetLines(lines)
+    pd.SetPolys(polys)
+    pd.SetStrips(strips)
+    label = numpy_to_vtk(np.arange(10, 16, dtype=np.float32), deep=True)
+    label.SetName("Label")
+    pd.GetCellData().AddArray(label)
+    return pd
+
+
+#: the Label of each triangle the reader cuts from _mixed_cells_polydata: the two triangles (12, 14),
+#: the quad's two halves (13), the strip's three (15); as a multiset, so the triangle order is free
+MIXED_TRIANGLE_LABELS = [12, 13, 13, 14, 15, 15, 15]
+
+
+@pytest.mark.parametrize("mode,zlib,base64", VTP_MODES)
+def test_vtp_cell_data_follows_the_triangles_cut_from_each_cell(tmp_path, mode, zlib, base64):
+    """A per-cell Label (MeshSegNet's labels) reaches every triangle cut from its polygon or strip,
+    past vertex and line cells, in every encoding vtk writes."""
+    import vtk
+
+    writer = vtk.vtkXMLPolyDataWriter()
+    writer.SetInputData(_mixed_cells_polydata())
+    writer.SetFileName(str(tmp_path / "cells.vtp"))
+    getattr(writer, f"SetDataModeTo{mode}")()
+    writer.SetCompressorTypeToZLib() if zlib else writer.SetCompressorTypeToNone()
+    writer.SetEncodeAppendedData(base64)
+    assert writer.Write() == 1
+    result = read_mesh(tmp_path / "cells.vtp")
+    labels = result.face_data["Label"]
+    assert sorted(labels.astype(int).tolist()) == MIXED_TRIANGLE_LABELS
+    quad = result.mesh.faces[labels == 13]
+    assert sorted(np.unique(quad).tolist()) == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize("file_type", ["ASCII", "Binary"])
+def test_legacy_vtk_cell_data_follows_the_triangles_cut_from_each_cell(tmp_path, file_type):
+    """The legacy reader carries cell data to the triangles as the XML reader does."""
+    import vtk
+
+    writer = vtk.vtkPolyDataWriter()
+    writer.SetInputData(_mixed_cells_polydata())
+    writer.SetFileName(str(tmp_path / "cells.vtk"))
+    getattr(writer, f"SetFileTypeTo{file_type}")()
+    assert writer.Write() == 1
+    labels = read_mesh(tmp_path / "cells.vtk").face_data["Label"]
+    assert sorted(labels.astype(int).tolist()) == MIXED_TRIANGLE_LABELS
+
+
+def test_cleaning_drops_the_cell_data_of_the_faces_it_drops():
+    """A degenerate face and its cell value go together; the others keep their values in order."""
+    vertices = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [10, 10, 0], [20, 0, 0]], float)
+    faces = np.array([[0, 1, 2], [1, 1, 3], [1, 3, 2], [0, 1, 4]])  # face 1 repeats a corner, face 3 is flat
+    result = mesh_io.clean_mesh(vertices, faces, face_data={"Label": np.array([5, 6, 7, 8])})
+    assert result.face_data["Label"].tolist() == [5, 7]
 
 
 def test_vtk_polygons_and_strips_become_triangles():

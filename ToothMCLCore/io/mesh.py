@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,8 @@ DECIMATE_ABOVE_FACES = 1_000_000
 MAX_FACES = 20_000_000
 GINGIVA_COLOR = (0.94, 0.66, 0.70)
 _FORMATS = "OBJ, STL, PLY, VTP or VTK"
-_JAW_TOKENS = {"u": "upper", "l": "lower"}  # plus tokens starting with upper/maxill/lower/mandib
+_JAW_TOKENS = {"u": "upper", "l": "lower", "up": "upper", "down": "lower"}  # plus tokens starting with
+# upper/maxill/lower/mandib; "up"/"down" are MeshSegNet's (``12_up.vtp``)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class MeshReadResult:
         n_file_faces: number of triangles in the file (after splitting polygons).
         needs_decimation: more than :data:`DECIMATE_ABOVE_FACES` faces; call :func:`decimate`.
         notes: what cleaning changed, one sentence each (also logged).
+        face_data: per-face arrays of the file (VTP/VTK cell data, e.g. a per-triangle
+            ``Label``), one value or row per face of the cleaned ``mesh.faces``.
     """
 
     mesh: SurfaceMesh
@@ -78,6 +81,7 @@ class MeshReadResult:
     n_file_faces: int
     needs_decimation: bool
     notes: tuple[str, ...] = ()
+    face_data: dict = field(default_factory=dict)
 
     @property
     def n_file_vertices(self) -> int:
@@ -95,7 +99,8 @@ class MeshReadResult:
 
 
 # ------------------------------------------------------------------------------------------------
-# Parsers: each returns vertices (N, 3) float64, faces (M, 3) int64, normals or None, labels or None
+# Parsers: each returns vertices (N, 3) float64, faces (M, 3) int64, normals or None, labels or None,
+# and per-face arrays (VTP/VTK cell data; empty for the other formats)
 # ------------------------------------------------------------------------------------------------
 
 def _read_obj(data: bytes):
@@ -110,7 +115,7 @@ def _read_obj(data: bytes):
             nl = [ln[3:] for ln in lines if ln[:3] == b"vn "]
             vn = np.array(b" ".join(nl).split(), dtype=np.float64).reshape(-1, 3) if len(nl) == len(v) else None
             if len(f) == 0 or f.min() > 0:
-                return v.reshape(-1, 3), f - 1, vn, None
+                return v.reshape(-1, 3), f - 1, vn, None, {}
     except ValueError:
         pass
     verts, normals, faces = [], [], []
@@ -128,7 +133,7 @@ def _read_obj(data: bytes):
             faces.extend((idx[0], idx[k], idx[k + 1]) for k in range(1, len(idx) - 1))
     vertices = np.array(verts, dtype=np.float64).reshape(-1, 3)
     normals_arr = np.array(normals, dtype=np.float64).reshape(-1, 3) if len(normals) == len(verts) else None
-    return vertices, np.array(faces, dtype=np.int64).reshape(-1, 3), normals_arr, None
+    return vertices, np.array(faces, dtype=np.int64).reshape(-1, 3), normals_arr, None, {}
 
 
 def _read_stl(data: bytes):
@@ -136,7 +141,7 @@ def _read_stl(data: bytes):
         count = int(np.frombuffer(data, "<u4", 1, 80)[0])
         if len(data) == 84 + 50 * count:
             rec = np.frombuffer(data, [("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")], count, 84)
-            return rec["v"].reshape(-1, 3).astype(np.float64), np.arange(3 * count).reshape(-1, 3), None, None
+            return rec["v"].reshape(-1, 3).astype(np.float64), np.arange(3 * count).reshape(-1, 3), None, None, {}
     if not data.lstrip().startswith(b"solid"):
         raise ValueError(f"not an ASCII STL and the binary size ({len(data)} bytes) does not match "
                          "its triangle count (truncated file?)")
@@ -146,7 +151,7 @@ def _read_stl(data: bytes):
     if len(coords) % 3:
         raise ValueError(f"{len(coords)} vertices is not a whole number of triangles")
     vertices = np.array(coords, dtype=np.float64).reshape(-1, 3)
-    return vertices, np.arange(len(vertices)).reshape(-1, 3), None, None
+    return vertices, np.arange(len(vertices)).reshape(-1, 3), None, None, {}
 
 
 def _read_ply(path: Path):
@@ -162,7 +167,7 @@ def _read_ply(path: Path):
                if "nz" in names else None)
     labels = np.asarray(raw["FDI"]).ravel().astype(np.int32) if "FDI" in names else None
     faces = np.asarray(getattr(geom, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
-    return np.asarray(geom.vertices, dtype=np.float64).reshape(-1, 3), faces, normals, labels
+    return np.asarray(geom.vertices, dtype=np.float64).reshape(-1, 3), faces, normals, labels, {}
 
 
 def _declared_faces(path: Path, suffix: str) -> int:
@@ -210,10 +215,10 @@ def read_mesh(path, units: str = "mm") -> MeshReadResult:
                                  "decimate it in your scanner software or MeshLab first")
     try:
         if suffix == ".ply":
-            vertices, faces, normals, labels = _read_ply(path)
+            vertices, faces, normals, labels, face_data = _read_ply(path)
         else:
             reader = {".obj": _read_obj, ".stl": _read_stl, ".vtp": read_vtp, ".vtk": read_legacy_vtk}[suffix]
-            vertices, faces, normals, labels = reader(path.read_bytes())
+            vertices, faces, normals, labels, face_data = reader(path.read_bytes())
     except ToothMCLError:
         raise
     except Exception as exc:  # every parser failure means a corrupt or truncated file
@@ -233,7 +238,7 @@ def read_mesh(path, units: str = "mm") -> MeshReadResult:
         labels = None
     normals = normals if normals is not None and normals.shape == vertices.shape else None
     result = clean_mesh(vertices * UNITS_TO_MM[units], faces, normals=normals, labels=labels,
-                        source=str(path))
+                        source=str(path), face_data=face_data)
     _check_units(result.mesh.vertices_ras, units, path.name)
     for note in result.notes:
         logger.info("%s: %s", path.name, note)
@@ -254,12 +259,13 @@ def _check_units(vertices: np.ndarray, units: str, name: str) -> None:
 
 
 def clean_mesh(vertices: np.ndarray, faces: np.ndarray, normals=None, labels=None,
-               source: str = "") -> MeshReadResult:
+               source: str = "", face_data: dict | None = None) -> MeshReadResult:
     """Merge duplicates, drop degenerate faces and unreferenced or non-finite vertices.
 
     Args:
         vertices: (N_file, 3) float64 in mm. faces: (M, 3) int64 indices into ``vertices``.
         normals: optional (N_file, 3) per-vertex normals. labels: optional (N_file,) FDI values.
+        face_data: optional per-face arrays, (M, ...) each; they keep the rows of the faces kept.
     """
     vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
@@ -321,9 +327,11 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, normals=None, labels=Non
     if vn is None or not np.isfinite(vn).all() or (np.linalg.norm(vn, axis=1) < 1e-12).any():
         vn = vertex_normals(mesh)
     n_faces = len(faces_clean)
+    kept_face_data = {name: np.asarray(values)[good] for name, values in (face_data or {}).items()
+                      if len(values) == len(faces)}
     return MeshReadResult(mesh, vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12),
                           file_to_clean.astype(np.int64), clean_to_file.astype(np.int64), len(faces),
-                          n_faces > DECIMATE_ABOVE_FACES, tuple(notes))
+                          n_faces > DECIMATE_ABOVE_FACES, tuple(notes), kept_face_data)
 
 
 def vertex_normals(mesh: SurfaceMesh) -> np.ndarray:
@@ -434,7 +442,8 @@ def occlusal_direction(mesh: SurfaceMesh, normals: np.ndarray | None = None) -> 
 
 
 def jaw_from_file_name(path) -> str | None:
-    """"upper"/"lower" from name tokens (``_upper``, ``_l``, ``maxilla``...), None if absent or both."""
+    """"upper"/"lower" from name tokens (``_upper``, ``_l``, ``_up``, ``_down``, ``maxilla``...), None if
+    absent or both."""
     name = re.sub(r"\.(obj|stl|ply|vtp|vtk|json)$", "", Path(str(path)).name.lower())
     tokens = re.split(r"[^a-z0-9]+", name)
     found = {_JAW_TOKENS[t] for t in tokens if t in _JAW_TOKENS}

@@ -28,25 +28,52 @@ def _b64_chars(n_bytes: int) -> int:
     return -(-int(n_bytes) // 3) * 4
 
 
-def _triangulate(conn: np.ndarray, ends: np.ndarray, strips: bool = False) -> np.ndarray:
-    """(K, 3) triangles of polygons (fans) or triangle strips given by connectivity and end offsets."""
+def _triangulate(conn: np.ndarray, ends: np.ndarray, strips: bool = False, with_cells: bool = False):
+    """(K, 3) triangles of polygons (fans) or triangle strips given by connectivity and end offsets.
+
+    With ``with_cells``, also the (K,) int64 index of the polygon or strip each triangle comes
+    from, so that cell data can follow the triangles."""
     conn, ends = np.asarray(conn, np.int64), np.asarray(ends, np.int64)
     starts = np.r_[0, ends[:-1]]
     sizes = ends - starts
-    out = [np.zeros((0, 3), np.int64)]
+    out, cells = [np.zeros((0, 3), np.int64)], [np.zeros(0, np.int64)]
     for k in np.unique(sizes[sizes >= 3]):
-        s = starts[sizes == k]
+        which = np.nonzero(sizes == k)[0]
+        s = starts[which]
         for j in range(k - 2):
             a, b, c = (s + j, s + j + 1, s + j + 2) if strips else (s, s + j + 1, s + j + 2)
             if strips and j % 2:
                 a, b = b, a
             out.append(np.stack([conn[a], conn[b], conn[c]], axis=1))
-    return np.concatenate(out)
+            cells.append(which)
+    tris = np.concatenate(out)
+    return (tris, np.concatenate(cells)) if with_cells else tris
+
+
+def _face_arrays(cell_arrays: dict, cell_of_face: np.ndarray, n_cells: int) -> dict:
+    """Cell-data arrays carried to the triangles (one row per triangle, a 1-component array flat).
+
+    Arrays whose size is not a whole number of values per cell are left out."""
+    out = {}
+    for name, values in cell_arrays.items():
+        values = np.asarray(values)
+        if n_cells == 0 or values.size == 0 or values.size % n_cells:
+            continue
+        values = values.reshape(n_cells, -1)
+        out[name] = (values[:, 0] if values.shape[1] == 1 else values)[cell_of_face]
+    return out
 
 
 def read_vtp(data: bytes):
-    """Points, triangles, normals and ``FDI`` of VTK XML PolyData: ascii, binary (base64) or
-    appended (raw or base64) arrays, uncompressed or zlib-compressed, UInt32/UInt64 headers."""
+    """Points, triangles, normals, ``FDI`` and the cell data of VTK XML PolyData: ascii, binary
+    (base64) or appended (raw or base64) arrays, uncompressed or zlib-compressed, UInt32/UInt64
+    headers.
+
+    Returns:
+        ``(vertices, faces, normals or None, FDI or None, face_data)``; ``face_data`` maps each
+        cell-data array's name to one value (or row) per triangle, so a polygon's value is on
+        every triangle cut from it.
+    """
     import xml.etree.ElementTree as ET
 
     payload, raw = b"", True
@@ -97,17 +124,28 @@ def read_vtp(data: bytes):
             raise ValueError(f"array {el.get('Name')!r} is truncated")
         return np.frombuffer(body, dtype).astype(dtype.newbyteorder("="))
 
-    verts, tris, normals, labels, offset = [], [], [], [], 0
+    verts, tris, normals, labels, face_arrays, offset = [], [], [], [], [], 0
     for piece in root.iter("Piece"):
         n = int(piece.get("NumberOfPoints", 0))
         pts = piece.find("Points/DataArray")
         pts = decode(pts).astype(np.float64).reshape(-1, 3) if pts is not None else np.zeros((0, 3))
         if len(pts) != n:
             raise ValueError(f"piece declares {n} points but holds {len(pts)}")
+        # cell data runs over verts, lines, polys, strips, in that order
+        first_cell = int(piece.get("NumberOfVerts", 0)) + int(piece.get("NumberOfLines", 0))
+        piece_cells = []
         for section, strips in (("Polys", False), ("Strips", True)):
             arrays = {el.get("Name"): el for el in piece.findall(f"{section}/DataArray")}
             if "connectivity" in arrays:
-                tris.append(_triangulate(decode(arrays["connectivity"]), decode(arrays["offsets"]), strips) + offset)
+                t, cells = _triangulate(decode(arrays["connectivity"]), decode(arrays["offsets"]), strips,
+                                        with_cells=True)
+                tris.append(t + offset)
+                piece_cells.append(cells + first_cell)
+            first_cell += int(piece.get(f"NumberOf{section}", 0))
+        cd = piece.find("CellData")
+        cell_arrays = {el.get("Name"): decode(el) for el in (cd.findall("DataArray") if cd is not None else [])}
+        face_arrays.append(_face_arrays(cell_arrays, np.concatenate(piece_cells or [np.zeros(0, np.int64)]),
+                                        first_cell))
         pd = piece.find("PointData")
         arrays = {el.get("Name"): el for el in (pd.findall("DataArray") if pd is not None else [])}
         nname = pd.get("Normals", "Normals") if pd is not None else "Normals"
@@ -119,12 +157,14 @@ def read_vtp(data: bytes):
     faces = np.concatenate(tris) if tris else np.zeros((0, 3), np.int64)
     normals = np.concatenate(normals).astype(np.float64) if normals and all(x is not None for x in normals) else None
     labels = np.concatenate(labels) if labels and all(x is not None for x in labels) else None
-    return vertices, faces, normals, labels
+    shared = set.intersection(*(set(f) for f in face_arrays)) if face_arrays else set()
+    faces_data = {name: np.concatenate([f[name] for f in face_arrays]) for name in sorted(shared)}
+    return vertices, faces, normals, labels, faces_data
 
 
 def read_legacy_vtk(data: bytes):
-    """Points, triangles, normals and ``FDI`` of a legacy VTK POLYDATA file (versions 2-5.1, ASCII
-    or big-endian BINARY)."""
+    """Points, triangles, normals, ``FDI`` and cell data of a legacy VTK POLYDATA file (versions
+    2-5.1, ASCII or big-endian BINARY); returns what :func:`read_vtp` returns."""
     lines = data.split(b"\n", 3)
     if len(lines) < 4 or not lines[0].startswith(b"# vtk DataFile"):
         raise ValueError("missing '# vtk DataFile' header")
@@ -175,7 +215,8 @@ def read_legacy_vtk(data: bytes):
 
     if word() != "DATASET" or word().upper() != "POLYDATA":
         raise InvalidInputError("the legacy VTK file is not POLYDATA; save the scan as a surface (polydata)")
-    points, tris, fields = np.zeros((0, 3)), [], {}
+    points, tris, fields, cell_fields = np.zeros((0, 3)), {}, {}, {}
+    section_cells = dict.fromkeys(("VERTICES", "LINES", "POLYGONS", "TRIANGLE_STRIPS"), 0)
     count, target = 0, None
     while True:
         key = word().upper()
@@ -204,11 +245,12 @@ def read_legacy_vtk(data: bytes):
                     keep = np.ones(size, bool)
                     keep[heads] = False
                     conn, ends = cells[keep], np.cumsum(cells[heads])
+            section_cells[key] = len(ends)  # 5.1 files count offsets (cells + 1), older ones cells
             if key in ("POLYGONS", "TRIANGLE_STRIPS"):
-                tris.append(_triangulate(conn, ends, key == "TRIANGLE_STRIPS"))
+                tris[key] = _triangulate(conn, ends, key == "TRIANGLE_STRIPS", with_cells=True)
         elif key in ("POINT_DATA", "CELL_DATA"):
             count = int(word())
-            target = fields if key == "POINT_DATA" else {}
+            target = fields if key == "POINT_DATA" else cell_fields
         elif key == "FIELD":
             word()
             for _ in range(int(word())):
@@ -244,11 +286,18 @@ def read_legacy_vtk(data: bytes):
             skip_metadata()
         else:
             raise ValueError(f"unexpected keyword {key!r}")
-    faces = np.concatenate(tris) if tris else np.zeros((0, 3), np.int64)
+    # cell data runs over vertices, lines, polygons, strips, in that order, whatever the file's order
+    first = {"POLYGONS": section_cells["VERTICES"] + section_cells["LINES"]}
+    first["TRIANGLE_STRIPS"] = first["POLYGONS"] + section_cells["POLYGONS"]
+    kinds = [k for k in ("POLYGONS", "TRIANGLE_STRIPS") if k in tris]
+    faces = np.concatenate([tris[k][0] for k in kinds]) if kinds else np.zeros((0, 3), np.int64)
+    cell_of_face = np.concatenate([tris[k][1] + first[k] for k in kinds]) if kinds else np.zeros(0, np.int64)
+    cell_fields.pop("__normals__", None)
+    face_data = _face_arrays(cell_fields, cell_of_face, sum(section_cells.values()))
     normals = fields.get("__normals__")
     labels = fields.get("FDI")
     return (points.astype(np.float64), faces, None if normals is None else normals.reshape(-1, 3),
-            None if labels is None else labels.astype(np.int32))
+            None if labels is None else labels.astype(np.int32), face_data)
 
 
 def vtp_bytes(vertices: np.ndarray, faces: np.ndarray, point_data: dict, active: str | None = None) -> bytes:

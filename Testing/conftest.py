@@ -84,3 +84,21 @@ def ios_phantoms():
     from ToothMCLCore.synthetic.ios import make_ios_phantom
 
     return {jaw: make_ios_phantom(5, jaw=jaw, resolution_mm=0.8) for jaw in ("upper", "lower")}
+
+
+#: the real labelled scans beside the checkout (../shared/data/meshsegnet, see its README), or $TOOTHMCL_MESHSEGNET
+MESHSEGNET_DIR = os.environ.get("TOOTHMCL_MESHSEGNET") or str(
+    __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "meshsegnet")
+
+
+@pytest.fixture(scope="session")
+def meshsegnet_dir():
+    """The folder of MeshSegNet's 72 real scans. Missing data fails the test (it is never skipped):
+    CI and every development machine have it beside the checkout."""
+    from pathlib import Path
+
+    folder = Path(MESHSEGNET_DIR)
+    if not (folder / "1_up.vtp").is_file():
+        pytest.fail(f"the real scans are not in {folder}; put MeshSegNet's <N>_up/down.vtp there (see "
+                    "../shared/data/meshsegnet/README.md) or set TOOTHMCL_MESHSEGNET to their folder")
+    return folder

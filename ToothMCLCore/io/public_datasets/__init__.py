@@ -12,7 +12,8 @@ together in a split. :func:`ToothMCLCore.io.dataset_layout.write_dataset` writes
 
 Each module's docstring gives the layout, the label mapping, and where both were read;
 ``CONVERTERS[name].source`` says it in one line. Verified against public sources: ToothFairy2
-(label table), Teeth3DS (format). From the dataset's own preprocessing code: TADPM. Inferred,
+(label table), Teeth3DS (format). From the dataset's own preprocessing code: TADPM. Checked scan
+by scan against its geometry: MeshSegNet (ids in arch order, numbered from the midline). Inferred,
 not confirmed by the authors: Cui et al. (layout and labels), 3D-IOSSeg (colour -> tooth).
 
 Importing this package is cheap: readers and heavy dependencies load when a converter runs.
@@ -23,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from . import cui, iosseg, tadpm, teeth3ds, toothfairy2
+from . import cui, iosseg, meshsegnet, tadpm, teeth3ds, toothfairy2
 from .cui import iter_cui
 from .iosseg import iter_iosseg
+from .meshsegnet import iter_meshsegnet
 from .tadpm import iter_tadpm
 from .teeth3ds import iter_teeth3ds
 from .toothfairy2 import iter_toothfairy2
@@ -50,7 +52,9 @@ CONVERTERS: dict[str, Converter] = {
     "tadpm": Converter(iter_tadpm, "ios", f"TADPM orthodontic pairs (2,120 models): {tadpm.LAYOUT}",
                        tadpm.SOURCE),
     "3d-iosseg": Converter(iter_iosseg, "ios", f"3D-IOSSeg (180 scans): {iosseg.LAYOUT}", iosseg.SOURCE),
+    "meshsegnet": Converter(iter_meshsegnet, "ios", f"MeshSegNet real scans (72 scans of 36 patients): "
+                            f"{meshsegnet.LAYOUT}", meshsegnet.SOURCE),
 }
 
-__all__ = ["CONVERTERS", "Converter", "iter_cui", "iter_iosseg", "iter_tadpm", "iter_teeth3ds",
+__all__ = ["CONVERTERS", "Converter", "iter_cui", "iter_iosseg", "iter_meshsegnet", "iter_tadpm", "iter_teeth3ds",
            "iter_toothfairy2"]

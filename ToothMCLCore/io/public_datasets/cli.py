@@ -120,7 +120,7 @@ def _epilog() -> str:
 def add_convert_parsers(subparsers) -> argparse.ArgumentParser:
     """Add ``convert-dataset`` to the ``toothmcl`` sub-parsers; returns its parser."""
     p = subparsers.add_parser(
-        "convert-dataset", help="convert a public dataset (ToothFairy2, Cui, Teeth3DS, TADPM, 3D-IOSSeg)",
+        "convert-dataset", help="convert a public dataset (ToothFairy2, Cui, Teeth3DS, TADPM, 3D-IOSSeg, MeshSegNet)",
         description="Read a public dataset in its published layout, map its labels to FDI numbers "
                     "(0 background/gingiva, 99 metal/restoration) and write it in our training layout, "
                     "split by patient.",

@@ -58,6 +58,8 @@ from .pretrain_model import CBCT_ENCODER_KEYS, IOS_ENCODER_KEYS, load_encoder
 
 logger = logging.getLogger("training.finetune")
 INITS = ("pretrained", "scratch")
+#: how IOS training samples a jaw (:class:`training.finetune_data.IOSJawDataset`)
+IOS_SAMPLINGS = ("fixed", "mesh")
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,15 @@ class CBCTFinetuneConfig:
 
 @dataclass(frozen=True)
 class IOSFinetuneConfig:
-    """The ``ios`` section: model, point sampling, augmentations (defaults: the paper's)."""
+    """The ``ios`` section: model, point sampling, augmentations (defaults: the paper's).
+
+    Options for real scans (ours; off by default): ``tilt_rad`` bounds rotations about x and y
+    while ``rotation_rad`` then bounds the one about the occlusal axis; ``jitter_mm`` adds
+    Gaussian noise (:func:`ToothMCLCore.preprocessing.ios.augment`); ``sampling: mesh`` samples
+    the whole scan afresh at every step as inference does, and ``resolution_augment`` first
+    decimates or subdivides it (:mod:`training.ios_sampling`); ``repeats`` visits each training
+    jaw that many times per epoch.
+    """
 
     init: str = "pretrained"
     encoder: str = ""
@@ -104,12 +114,23 @@ class IOSFinetuneConfig:
     rotation_rad: float = 0.5
     shift_mm: float = 2.0
     scale: tuple = (0.9, 1.1)
+    tilt_rad: float | None = None
+    jitter_mm: float = 0.0
+    sampling: str = "fixed"
+    resolution_augment: bool = False
+    repeats: int = 1
     version: str = "1.0.0"
     cache_dir: str = "auto"
     max_val_cases: int = 0
 
     def __post_init__(self):
         _check_init(self.init)
+        if self.sampling not in IOS_SAMPLINGS:
+            raise ConfigError(f"ios.sampling must be one of {IOS_SAMPLINGS} (got {self.sampling!r})")
+        if self.resolution_augment and self.sampling != "mesh":
+            raise ConfigError("ios.resolution_augment needs ios.sampling: mesh (it resamples the whole scan)")
+        if self.repeats < 1:
+            raise ConfigError(f"ios.repeats must be at least 1 (got {self.repeats})")
 
     @classmethod
     def from_dict(cls, data):
@@ -292,10 +313,23 @@ class IOSFinetuneTask(_FinetuneTask):
             preprocess={"n_points": c.n_points, "coordinate_scale_mm": c.coordinate_scale_mm},
             training_data=f"{len(self.train_cases)} jaws of {self.data_dir.name} (train split)",
             intended_use="Intraoral-scan tooth segmentation, both jaws (ToothMCL fine-tuning)",
-            notes=(f"{self._init_note()} {self._training_note()} {c.n_points} FPS points per jaw, rotations within "
-                   f"+-{c.rotation_rad} rad, shifts +-{c.shift_mm} mm, scaling {list(c.scale)}. Point-wise "
+            notes=(f"{self._init_note()} {self._training_note()} {self._sampling_note()} Point-wise "
                    "cross-entropy. Classes: 0 gingiva, 1-8 right quadrant, 9-16 left (canonical frame)."),
             metrics=metrics)
+
+
+    def _sampling_note(self) -> str:
+        c = self.config
+        if c.sampling == "mesh":
+            sampled = (f"Every step samples the whole jaw as inference does (all vertices up to {c.n_points}, else "
+                       f"{c.n_points} FPS points)" + (", after drawing the scan as stored, decimated or subdivided"
+                                                       if c.resolution_augment else "") + ".")
+        else:
+            sampled = f"{c.n_points} FPS points per jaw, drawn once."
+        rotation = (f"rotations within +-{c.rotation_rad} rad about the occlusal axis and +-{c.tilt_rad} rad about the "
+                    "others" if c.tilt_rad is not None else f"rotations within +-{c.rotation_rad} rad")
+        jitter = f", jitter {c.jitter_mm} mm" if c.jitter_mm else ""
+        return f"{sampled} Augmentation: {rotation}, shifts +-{c.shift_mm} mm, scaling {list(c.scale)}{jitter}."
 
 
 TASKS = {"cbct": (CBCTFinetuneTask, CBCTFinetuneConfig), "ios": (IOSFinetuneTask, IOSFinetuneConfig)}

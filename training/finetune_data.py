@@ -124,7 +124,9 @@ def cbct_validation(model, loader, config) -> dict[str, float]:
 # IOS
 # ------------------------------------------------------------------------------------------------
 
-def _ios_jaw(cache: ArrayCache, case, n_points: int) -> tuple[dict, dict]:
+def _ios_jaw(cache: ArrayCache, case, n_points: int, whole: bool = False) -> tuple[dict, dict]:
+    """A jaw in its canonical frame: a fixed sample of ``n_points`` (the paper's way), or with
+    ``whole`` every vertex with the faces, to be resampled at each step (:mod:`.ios_sampling`)."""
     def build():
         from ToothMCLCore.io.mesh import occlusal_direction, vertex_normals
         from ToothMCLCore.preprocessing.ios import canonical_frame, sample_points
@@ -134,20 +136,31 @@ def _ios_jaw(cache: ArrayCache, case, n_points: int) -> tuple[dict, dict]:
         normals = vertex_normals(mesh)
         frame = canonical_frame(mesh.vertices_ras, occlusal_direction(mesh, normals), jaw)
         pts, nrm = frame.apply(mesh.vertices_ras), frame.apply_vectors(normals)
+        classes = fdi.fdi_to_class_index(np.asarray(record.labels), f"ios_{jaw}", strict=False)
+        if whole:
+            arrays = {"points": pts.astype(np.float32), "normals": nrm.astype(np.float32),
+                      "faces": np.asarray(mesh.faces, np.int32), "classes": classes.astype(np.uint8)}
+            return arrays, {"case_id": case.case_id, "jaw": jaw}
         idx = sample_points(pts, n_points, seed=0)
         if len(idx) < n_points:  # a small mesh: repeat points up to the fixed count
             idx = np.resize(idx, n_points)
-        classes = fdi.fdi_to_class_index(np.asarray(record.labels)[idx], f"ios_{jaw}", strict=False)
         arrays = {"points": pts[idx].astype(np.float32), "normals": nrm[idx].astype(np.float32),
-                  "classes": classes.astype(np.uint8)}
+                  "classes": classes[idx].astype(np.uint8)}
         return arrays, {"case_id": case.case_id, "jaw": jaw}
 
     stamps = [file_stamp(p) for p in sorted(case.paths.values())]
-    return cache.get(cache_key(case.case_id, PREPARATION_VERSION, stamps, n_points), build)
+    key = (PREPARATION_VERSION, stamps, "whole") if whole else (PREPARATION_VERSION, stamps, n_points)
+    return cache.get(cache_key(case.case_id, *key), build)
 
 
 class IOSJawDataset(torch.utils.data.Dataset):
-    """Jaws as ``(points (n, 3), features (n, 6), classes (n,))``; augmented for training."""
+    """Jaws as ``(points (n, 3), features (n, 6), classes (n,))``; augmented for training.
+
+    ``config.sampling``: ``"fixed"`` (the paper's way) samples ``n_points`` once per jaw and
+    augments its coordinates; ``"mesh"`` draws a new resolution and sample of the whole scan at
+    every step, as inference would see it (:func:`training.ios_sampling.resample_jaw`; validation
+    takes the scan as stored), so ``n`` differs between jaws: use batch size 1.
+    """
 
     def __init__(self, cases, config, seed: int, cache_dir, augment: bool):
         self.cases, self.config, self.seed, self.augment = list(cases), config, int(seed), augment
@@ -157,23 +170,34 @@ class IOSJawDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def __len__(self):
-        return len(self.cases)
+        return len(self.cases) * (self.config.repeats if self.augment else 1)
 
     def __getitem__(self, index):
         from ToothMCLCore.preprocessing.ios import augment, point_features
 
+        from .ios_sampling import RESOLUTION_CHOICES, resample_jaw, sample_like_inference
+
         if self._cache is None:
             self._cache = ArrayCache(self.cache_dir or None)
         c = self.config
-        arrays, _ = _ios_jaw(self._cache, self.cases[index], c.n_points)
+        whole = c.sampling == "mesh"
+        arrays, _ = _ios_jaw(self._cache, self.cases[index % len(self.cases)], c.n_points, whole=whole)
+        rng = sample_rng(self.seed, self.epoch, index)
         pts, nrm = np.asarray(arrays["points"], np.float64), np.asarray(arrays["normals"], np.float64)
+        classes = np.asarray(arrays["classes"], np.int64)
+        if whole and self.augment:
+            choices = RESOLUTION_CHOICES if c.resolution_augment else (("native", 1.0),)
+            pts, nrm, classes, _ = resample_jaw(pts, np.asarray(arrays["faces"]), classes, c.n_points, rng, choices)
+        elif whole:
+            idx = sample_like_inference(pts, c.n_points, np.random.default_rng(0))
+            pts, nrm, classes = pts[idx], nrm[idx], classes[idx]
         if self.augment:
-            pts, nrm = augment(pts, nrm, sample_rng(self.seed, self.epoch, index), max_angle=c.rotation_rad,
-                               shift_mm=c.shift_mm, scale=tuple(c.scale))
+            pts, nrm = augment(pts, nrm, rng, max_angle=c.rotation_rad, shift_mm=c.shift_mm, scale=tuple(c.scale),
+                               tilt=c.tilt_rad, jitter_mm=c.jitter_mm)
         scale = c.coordinate_scale_mm
         return (torch.from_numpy((pts / scale).astype(np.float32)),
                 torch.from_numpy(point_features(pts, nrm, scale)),
-                torch.from_numpy(np.asarray(arrays["classes"], np.int64)))
+                torch.from_numpy(classes))
 
 
 def ios_validation(model, loader) -> dict[str, float]:

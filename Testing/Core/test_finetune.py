@@ -162,3 +162,27 @@ def test_ios_fine_tuning_from_the_cli_runs_an_epoch_and_writes_weights_the_pipel
     result = predictor.predict(make_ios_phantom(5, "lower", resolution_mm=1.0))
     assert result.labels.shape == (make_ios_phantom(5, "lower", resolution_mm=1.0).n_vertices,)
     assert np.isin(np.unique(result.labels), [0, *range(31, 39), *range(41, 49)]).all()
+
+
+def test_given_mesh_sampling_each_step_sees_the_jaw_at_a_new_resolution(ios_export, tmp_path):
+    """sampling: mesh + resolution_augment: the same training jaw comes back with different point counts
+    (decimated, as stored, subdivided) and its epoch repeats; validation takes the scan
+    as stored, the same every time; the card says how the jaws were sampled."""
+    config, train = configs("finetune_ios_tiny.yaml", "ios", IOSFinetuneConfig, tmp_path, tmp_path / "cache",
+                            init="scratch", sampling="mesh", resolution_augment=True, repeats=3, tilt_rad=0.1,
+                            jitter_mm=0.05, n_points=200_000)  # above every version's vertex count
+    task = IOSFinetuneTask(config, train, ios_export)
+    training, validation = task.datasets()
+    assert len(training) == 3 * len(task.train_cases)
+    sizes = set()
+    for epoch in range(4):
+        training.set_epoch(epoch)
+        points, features, classes = training[0]
+        assert points.shape[0] == features.shape[0] == classes.shape[0] <= config.n_points
+        sizes.add(points.shape[0])
+    assert len(sizes) >= 2
+    a, b = validation[0], validation[0]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    notes = task.model_card(task.build_model(), {}).notes
+    assert "samples the whole jaw as inference does" in notes and "decimated or subdivided" in notes
+    assert "+-0.1 rad about the others" in notes and "jitter 0.05 mm" in notes

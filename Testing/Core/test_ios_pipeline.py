@@ -196,6 +196,25 @@ def test_several_samplings_average_the_probabilities_of_single_ones(ios_phantoms
         ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=0)
 
 
+def test_given_a_card_with_sampling_passes_the_predictor_samples_as_the_model_was_measured(tiny_ios_weights,
+                                                                                            tmp_path):
+    """A card's preprocess "sampling_passes" is the default; passes= overrides it; no card value: 6."""
+    import json
+    import shutil
+
+    from ToothMCLCore.inference.ios import DEFAULT_PASSES, IOSPredictor
+    from ToothMCLCore.models.checkpoint import card_path
+
+    weights = tmp_path / "ios_pt_tiny_v1.safetensors"
+    shutil.copy(tiny_ios_weights, weights)
+    card = json.loads(card_path(tiny_ios_weights).read_text())
+    card["preprocess"]["sampling_passes"] = 2
+    card_path(weights).write_text(json.dumps(card))
+    assert IOSPredictor(weights=weights, device="cpu").passes == 2
+    assert IOSPredictor(weights=weights, device="cpu", passes=4).passes == 4
+    assert IOSPredictor(weights=tiny_ios_weights, device="cpu").passes == DEFAULT_PASSES == 6
+
+
 def test_the_same_scan_gets_the_same_labels_every_time(ios_phantoms, tiny_ios_weights):
     """Segmenting a scan twice gives identical labels and probabilities: no sampling inside the
     network starts at a random point (fpsample's default), so a clinician re-running a scan, or

@@ -96,16 +96,18 @@ class IOSPredictor:
         weights: ``.safetensors`` path with its card, or None to use ``model``.
         model: registry name (default :data:`DEFAULT_IOS_MODEL`).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        passes: farthest-point samplings averaged; None takes the card's ``preprocess``
+            ``"sampling_passes"`` (set where the model was measured), else :data:`DEFAULT_PASSES`.
     """
 
-    def __init__(self, weights=None, model: str | None = None, device: str = "auto", passes: int = DEFAULT_PASSES):
-        if int(passes) < 1:
+    def __init__(self, weights=None, model: str | None = None, device: str = "auto", passes: int | None = None):
+        if passes is not None and int(passes) < 1:
             raise InvalidInputError(f"passes must be at least 1 (got {passes})")
-        self.passes = int(passes)
         self.device = resolve_device(device)
         self.net, self.card = _load(weights, model or DEFAULT_IOS_MODEL, self.device)
         if self.card.task != "ios_teeth":
             raise WeightsError(f"{self.card.name} is a {self.card.task!r} model, not an IOS teeth model")
+        self.passes = int(passes if passes is not None else self.card.preprocess.get("sampling_passes", DEFAULT_PASSES))
         self.n_points = int(self.card.preprocess.get("n_points", N_POINTS))
         self.scale_mm = float(self.card.preprocess.get("coordinate_scale_mm", COORDINATE_SCALE_MM))
 

@@ -134,13 +134,23 @@ def point_features(points_canonical: np.ndarray, normals_canonical: np.ndarray,
 
 
 def augment(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
-            max_angle: float = 0.5, shift_mm: float = 2.0, scale: tuple[float, float] = (0.9, 1.1)):
+            max_angle: float = 0.5, shift_mm: float = 2.0, scale: tuple[float, float] = (0.9, 1.1),
+            tilt: float | None = None, jitter_mm: float = 0.0):
     """Paper augmentations: random rotation in (-0.5, 0.5) rad, shift, and scaling.
 
     The rotation is about each axis by an angle drawn in (-max_angle, max_angle); the scale is
     isotropic (an anisotropic scale would distort tooth proportions). Never a mirror.
+
+    Real scans (ours, for training on them): with ``tilt`` set, ``max_angle`` bounds the rotation
+    about the occlusal axis (z) only and ``tilt`` the rotations about x and y (a scan's occlusal
+    plane is known to a few degrees, its rotation in that plane less well); ``jitter_mm`` adds
+    Gaussian noise of that standard deviation (clipped at 3 sigma) to every coordinate. With the
+    defaults the draws, and so the results, are those of the paper's version.
     """
-    angles = rng.uniform(-max_angle, max_angle, size=3)
+    if tilt is None:
+        angles = rng.uniform(-max_angle, max_angle, size=3)
+    else:
+        angles = rng.uniform(-1.0, 1.0, size=3) * np.array([tilt, tilt, max_angle])
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -149,4 +159,7 @@ def augment(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
     r = rz @ ry @ rx
     s = rng.uniform(*scale)
     t = rng.uniform(-shift_mm, shift_mm, size=3)
-    return (points @ r.T) * s + t, normals @ r.T
+    out = (points @ r.T) * s + t
+    if jitter_mm > 0:
+        out = out + np.clip(rng.normal(0.0, jitter_mm, size=out.shape), -3 * jitter_mm, 3 * jitter_mm)
+    return out, normals @ r.T

@@ -209,7 +209,8 @@ def test_segmenting_a_scan_keeps_the_prediction_through_corrections(scene, ios_p
 
 
 def test_panel_says_which_pipeline_runs_and_roughly_how_long(scene, labelled_scan):
-    """A volume reads as the CBCT pipeline and a model as the scan pipeline, each with a time that grows with size."""
+    """A volume reads as the CBCT pipeline and a model as the scan pipeline, each with the model that
+    will run (its kind's default unless one is chosen) and a time that grows with size."""
     from slicer_test_data import add_volume
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
 
@@ -220,8 +221,10 @@ def test_panel_says_which_pipeline_runs_and_roughly_how_long(scene, labelled_sca
 
     scan_text = logic.pipelineSummary(model, cuda=False)
     assert scan_text.startswith("Intraoral scan (117 vertices)") and scan_text.endswith("on the CPU")
+    assert f"with {logic.defaultModel(model)};" in scan_text
     cbct_cpu = logic.pipelineSummary(large, cuda=False)
-    assert cbct_cpu.startswith("CBCT volume (40 M voxels): one segment per tooth; about ")
+    assert cbct_cpu.startswith("CBCT volume (40 M voxels): one segment per tooth with cbct_swinunetr_demo_v2; about ")
+    assert "with ios_pt_demo_v1;" in logic.pipelineSummary(model, cuda=False, model="ios_pt_demo_v1")
 
     def seconds(text):
         amount, unit = text.rsplit("about ", 1)[1].split()[:2]
@@ -230,3 +233,24 @@ def test_panel_says_which_pipeline_runs_and_roughly_how_long(scene, labelled_sca
     assert seconds(cbct_cpu) > seconds(logic.pipelineSummary(small, cuda=False))
     assert seconds(logic.pipelineSummary(large, cuda=True)) < seconds(cbct_cpu)
     assert logic.pipelineSummary(None) == ""
+
+
+def test_automatic_model_choice_takes_each_inputs_own_default(scene, labelled_scan):
+    """With no model chosen, a scan runs the default intraoral model and a volume the CBCT one, so a
+    clinician who loads either and clicks Segment never gets a model of the other modality."""
+    from slicer_test_data import add_volume
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+
+    from ToothMCLCore.inference.cbct import DEFAULT_CBCT_MODEL
+    from ToothMCLCore.inference.ios import DEFAULT_IOS_MODEL
+    from ToothMCLCore.models.checkpoint import read_card
+    from ToothMCLCore.models.registry import resolve_weights
+
+    logic = SegmentationLogic()
+    model, _ = labelled_scan
+    volume = add_volume(scene, (20, 20, 20))
+    assert logic.defaultModel(model) == DEFAULT_IOS_MODEL and logic.defaultModel(volume) == DEFAULT_CBCT_MODEL
+    assert {logic.defaultModel(model), logic.defaultModel(volume)} <= set(logic.availableModels())
+    tasks = {kind: read_card(resolve_weights(name)[0].with_suffix(".json")).task
+             for kind, name in logic.defaultModels().items()}
+    assert tasks == {"scan": "ios_teeth", "volume": "cbct_teeth"}

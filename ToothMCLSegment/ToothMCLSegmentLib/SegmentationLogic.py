@@ -96,10 +96,18 @@ class SegmentationLogic:
 
         return sorted(load_registry())
 
-    def defaultModel(self) -> str:
-        from ToothMCLCore.inference.cbct import DEFAULT_CBCT_MODEL
+    def defaultModel(self, inputNode=None) -> str:
+        """The model an input is segmented with when none is chosen ("Automatic"): the default IOS
+        model for a scan (model node), the default CBCT model for a volume or no input."""
+        scan = inputNode is not None and inputNode.IsA("vtkMRMLModelNode")
+        return self.defaultModels()["scan" if scan else "volume"]
 
-        return DEFAULT_CBCT_MODEL
+    def defaultModels(self) -> dict[str, str]:
+        """``{"scan": IOS default, "volume": CBCT default}`` registry names."""
+        from ToothMCLCore.inference.cbct import DEFAULT_CBCT_MODEL
+        from ToothMCLCore.inference.ios import DEFAULT_IOS_MODEL
+
+        return {"scan": DEFAULT_IOS_MODEL, "volume": DEFAULT_CBCT_MODEL}
 
     def cudaAvailable(self) -> bool:
         """True if torch is installed and sees a CUDA GPU (imports torch)."""
@@ -110,8 +118,10 @@ class SegmentationLogic:
         return bool(torch.cuda.is_available())
 
     # -- segmentation -----------------------------------------------------------------------
-    def pipelineSummary(self, inputNode, cuda: bool | None = None) -> str:
-        """One line for the panel: which pipeline this input runs, and a rough time estimate.
+    def pipelineSummary(self, inputNode, cuda: bool | None = None, model: str = "") -> str:
+        """One line for the panel: which pipeline and model this input runs, and a rough time estimate.
+
+        ``model`` is the chosen registry name ("" for "Automatic": :meth:`defaultModel`).
 
         The estimate scales the figures measured by ``benchmarks/`` on a 2-core CPU (see
         :data:`CPU_SECONDS`) with the input's size; on a GPU it is divided by
@@ -134,7 +144,7 @@ class SegmentationLogic:
         where = "GPU" if cuda else "CPU"
         if cuda:
             seconds /= GPU_SPEEDUP
-        return f"{kind}; about {_roughDuration(seconds)} on the {where}"
+        return f"{kind} with {model or self.defaultModel(inputNode)}; about {_roughDuration(seconds)} on the {where}"
 
     def startSegmentation(self, inputNode, weights=None, model: str | None = None, device: str = "auto",
                           progress: ProgressFn | None = None,

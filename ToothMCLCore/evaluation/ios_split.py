@@ -78,28 +78,60 @@ def score_scan(case_id: str, jaw: str, pred_labels, pred_instances, gt_labels, g
                      float(m["TIR"]), mirrored, renumbered, false_positive_teeth(pred, truth), float(seconds))
 
 
+def score_file(predictor, path, jaw: str, truth_labels, case_id: str | None = None,
+               truth_instances=None) -> ScanScore:
+    """Segment the scan file ``path`` as ``toothmcl segment-ios`` does (read with
+    :func:`~ToothMCLCore.io.mesh.read_mesh`, the jaw given) and score it against ``truth_labels``
+    (N_file,) FDI per vertex as stored, and ``truth_instances`` (one instance per tooth if None)."""
+    from ..io.mesh import read_mesh
+    from ..io.teeth3ds import instances_from_labels
+
+    scan = read_mesh(path)
+    start = time.perf_counter()
+    result = predictor.predict(scan, jaw)
+    elapsed = time.perf_counter() - start
+    truth = np.asarray(truth_labels)
+    instances = instances_from_labels(truth) if truth_instances is None else truth_instances
+    vertices = scan.mesh.vertices_ras[np.maximum(scan.file_to_clean, 0)]
+    return score_scan(case_id or str(path), jaw, result.labels, result.instances, truth, instances, vertices, elapsed)
+
+
 def evaluate_cases(predictor, cases: Iterable, progress=None) -> list[ScanScore]:
     """Segment every dataset case (:class:`~ToothMCLCore.io.dataset_reader.DatasetCase` of an IOS
-    export) with ``predictor`` and score it.
-
-    The scan is read from the exported mesh file with :func:`~ToothMCLCore.io.mesh.read_mesh`,
-    as ``toothmcl segment-ios`` reads a file; the jaw is the case's.
-    """
-    from ..io.mesh import read_mesh
-
+    export) with ``predictor`` and score it (:func:`score_file` on the exported mesh)."""
     cases = list(cases)
     scores = []
     for i, case in enumerate(cases):
         if progress:
             progress(case.case_id, i / max(len(cases), 1))
         record = case.load()
-        scan = read_mesh(case.paths["mesh"])
-        start = time.perf_counter()
-        result = predictor.predict(scan, record.jaw)
-        elapsed = time.perf_counter() - start
-        vertices = scan.mesh.vertices_ras[np.maximum(scan.file_to_clean, 0)]
-        scores.append(score_scan(case.case_id, record.jaw, result.labels, result.instances, record.labels,
-                                 record.instances, vertices, elapsed))
+        scores.append(score_file(predictor, case.paths["mesh"], record.jaw, record.labels, case.case_id,
+                                 record.instances))
+    return scores
+
+
+def score_meshsegnet(predictor, folder, patients: Iterable[str], progress=None) -> list[ScanScore]:
+    """Score both jaws of each of ``patients`` in a folder of MeshSegNet scans (``<N>_up.vtp``,
+    ``<N>_down.vtp``), the truth from :func:`~ToothMCLCore.io.public_datasets.meshsegnet.convert_scan`
+    (a scan the converter leaves out is left out here too, as in training)."""
+    from pathlib import Path
+
+    from ..errors import InvalidInputError
+    from ..io.public_datasets.meshsegnet import JAWS, convert_scan
+
+    scores = []
+    for patient in patients:
+        for word, jaw in JAWS.items():
+            path = Path(folder) / f"{patient}_{word}.vtp"
+            if not path.is_file():
+                raise InvalidInputError(f"{path} not found: give the folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
+            try:
+                truth_scan, truth, _ = convert_scan(path, jaw)
+            except InvalidInputError:
+                continue
+            if progress:
+                progress(path.stem)
+            scores.append(score_file(predictor, path, jaw, truth_scan.to_file_order(truth), path.stem))
     return scores
 
 

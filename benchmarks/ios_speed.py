@@ -37,7 +37,7 @@ def stage_seconds(start: float, marks) -> dict[str, float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", default="ios_pt_demo_v1")
+    g.add_argument("--model", help="registry name (default: the default IOS model)")
     g.add_argument("--weights")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     args = p.parse_args(argv)

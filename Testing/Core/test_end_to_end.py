@@ -47,7 +47,8 @@ def test_shipped_roi_model_crops_to_the_whole_dentition(predictor, seed, options
 
 @pytest.mark.slow
 def test_toothmcl_demo_prints_dice_and_writes_slicer_files(tmp_path, capsys):
-    """``toothmcl demo`` writes the phantom, its truth and the prediction, and reports per-tooth Dice."""
+    """``toothmcl demo`` writes the phantom, its truth and the prediction, and reports per-tooth Dice, and
+    for the intraoral model trained on real scans its figures on real scans."""
     import slicerio
 
     from ToothMCLCore.cli import main
@@ -57,9 +58,13 @@ def test_toothmcl_demo_prints_dice_and_writes_slicer_files(tmp_path, capsys):
     match = re.search(r"CBCT mean Dice over (\d+) present teeth: ([0-9.]+)", out)
     assert match and int(match.group(1)) >= 28, out  # the demo phantom has 31 or 32 teeth less 25
     assert float(match.group(2)) >= 0.85, out  # the issue's target for the shipped demo weights
+    # the intraoral model is the real-scan one: its real test figures are printed beside the phantom's Dice,
+    # which is low (a phantom is not a real scan) but not nil
+    assert "segmenting the intraoral scans with ios_pt_real_v1" in out
+    assert re.search(r"ios_pt_real_v1 was trained on real scans; on 14 real test jaws .* Dice 0\.\d\d upper", out), out
     for jaw in ("upper", "lower"):
         ios = re.search(rf"IOS {jaw} mean Dice over (\d+) present teeth: ([0-9.]+)", out)
-        assert ios and int(ios.group(1)) >= 13 and float(ios.group(2)) >= 0.85, out
+        assert ios and int(ios.group(1)) >= 13 and float(ios.group(2)) >= 0.25, out
     for name in ("phantom_cbct.nii.gz", "phantom_cbct_truth.seg.nrrd", "phantom_cbct_pred.seg.nrrd",
                  "phantom_upper.ply", "phantom_lower_pred.json", "phantom_lower_pred.ply"):
         assert (tmp_path / name).is_file()
@@ -68,9 +73,9 @@ def test_toothmcl_demo_prints_dice_and_writes_slicer_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("jaw", ["upper", "lower"])
-def test_demo_ios_weights_separate_teeth_from_gingiva_on_a_held_out_scan(tmp_path, jaw):
-    """A phantom scan never seen in training, with a missing tooth: >= 90 % of vertices right on
-    tooth vs gingiva, and only teeth of its jaw."""
+def test_phantom_ios_weights_separate_teeth_from_gingiva_on_a_held_out_scan(tmp_path, jaw):
+    """The phantom model, still available by name, on a phantom scan never seen in training, with a
+    missing tooth: >= 90 % of vertices right on tooth vs gingiva, and only teeth of its jaw."""
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.io.mesh import read_mesh, write_mesh
     from ToothMCLCore.synthetic.ios import make_ios_phantom
@@ -78,7 +83,7 @@ def test_demo_ios_weights_separate_teeth_from_gingiva_on_a_held_out_scan(tmp_pat
     truth = make_ios_phantom(103, jaw=jaw, resolution_mm=0.5, missing=(15, 45))
     path = tmp_path / f"held_out_{jaw}.ply"
     write_mesh(path, truth)
-    result = IOSPredictor(device="cpu").predict(read_mesh(path), jaw)
+    result = IOSPredictor(model="ios_pt_demo_v1", device="cpu").predict(read_mesh(path), jaw)
     assert ((result.labels > 0) == (truth.labels > 0)).mean() >= 0.90
     assert set(np.unique(result.labels)) <= {0} | set(fdi.teeth_of_jaw(jaw))
     assert len(result.teeth) >= 10

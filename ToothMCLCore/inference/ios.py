@@ -51,7 +51,7 @@ from .device import autocast, resolve_device
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IOS_MODEL = "ios_pt_demo_v1"
+DEFAULT_IOS_MODEL = "ios_pt_real_v1"  # trained on real scans; the phantom model is ios_pt_demo_v1
 #: meshes above this many faces are decimated before sampling
 DECIMATE_TO_FACES = 300_000
 #: tooth regions with fewer vertices are islands

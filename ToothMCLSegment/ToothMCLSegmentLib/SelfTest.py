@@ -39,7 +39,11 @@ def checkCorrectionsOnALabelMap(scene, logic) -> None:
 
 
 def checkScanSegmentationAndCorrection(scene, logic) -> None:
-    """Segment a phantom lower-jaw scan with the demo IOS model, correct it, save it to a temporary store."""
+    """Segment a phantom lower-jaw scan with the phantom IOS model, correct it, save it to a temporary store.
+
+    The phantom model (``ios_pt_demo_v1``, by name) is the one trained on such phantoms: this check is about
+    the module's machinery; the default model, trained on real scans, is checked on real scans by
+    ``Testing/Slicer/test_real_scan.py``."""
     import slicer
     import vtk
     from vtk.util import numpy_support
@@ -63,7 +67,7 @@ def checkScanSegmentationAndCorrection(scene, logic) -> None:
     scan = scene.AddNewNodeByClass("vtkMRMLModelNode", "self-test scan")
     scan.SetAndObservePolyData(poly)
 
-    logic.segmentModel(scan, device="cpu")
+    logic.segmentModel(scan, model="ios_pt_demo_v1", device="cpu")
     labels = vertexLabels(scan)
     teeth = sorted(int(v) for v in np.unique(labels) if v)
     _require(labels is not None and len(labels) == mesh.n_vertices, "the scan did not get one label per vertex")

@@ -1,0 +1,121 @@
+"""The shipped intraoral model on real scans of its test split (patients it never saw).
+
+These are the project's real-data tests: they fail if the weights, the canonical frame, the
+sampling or the post-processing regress on real scans. They read MeshSegNet's scans from
+``../shared/data/meshsegnet`` (the ``meshsegnet_dir`` fixture) and segment every test jaw (14
+jaws of 8 patients, about 30 s) as ``toothmcl segment-ios`` does, with the default model and its
+card's sampling passes: the same scans and the same pipeline as the figures in the card.
+
+Floors. The issue's targets (mean per-tooth Dice 0.90 per jaw, tooth vs gingiva 0.97, no tooth
+numbered as its mirror) are **not met yet** by ``ios_pt_real_v1`` (test split: Dice 0.615 upper,
+0.763 lower; tooth vs gingiva 0.917 / 0.914; 3 mirrored teeth). The floors below are those
+figures less :data:`MARGIN`, which covers float differences between CPUs and thread counts
+(the farthest point sampling inside the network makes a few vertices change label when its
+inputs move in the last bit), not a change of model; raise them with every better model until
+they reach the targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ToothMCLCore.inference.ios import DEFAULT_IOS_MODEL
+
+#: ios_pt_real_v1 on the test split (its card), per jaw
+MEASURED = {"upper": {"dice": 0.615, "tooth_vs_gingiva": 0.917}, "lower": {"dice": 0.763, "tooth_vs_gingiva": 0.914}}
+MEASURED_MIRRORED = 3
+#: allowance for numerical differences between machines (see the module docstring)
+MARGIN = 0.02
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from ToothMCLCore.inference.ios import IOSPredictor
+
+    return IOSPredictor(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_patients(predictor):
+    return predictor.card.metrics["split_patients"]["test"]
+
+
+@pytest.fixture(scope="module")
+def scores(predictor, test_patients, meshsegnet_dir):
+    """Both jaws of every test patient, labels from the converter, segmented from their files."""
+    from ToothMCLCore.evaluation.ios_split import score_meshsegnet
+
+    return score_meshsegnet(predictor, meshsegnet_dir, test_patients)
+
+
+def test_the_default_intraoral_model_is_the_real_one(predictor):
+    """segment-ios, the demo and the Slicer module load ios_pt_real_v1, trained on real scans; the
+    phantom model stays available by name."""
+    from ToothMCLCore.models.registry import load_registry
+
+    assert DEFAULT_IOS_MODEL == "ios_pt_real_v1" == predictor.card.name
+    assert "MeshSegNet" in predictor.card.training_data and "MIT" in predictor.card.training_data
+    assert predictor.passes == predictor.card.preprocess["sampling_passes"]
+    assert {"ios_pt_real_v1", "ios_pt_demo_v1"} <= set(load_registry())
+
+
+def test_the_test_patients_are_the_converters_test_split(test_patients, meshsegnet_dir):
+    """The card's test patients are those convert-dataset puts in the test split (0.7/0.1/0.2, seed
+    0), so the scans scored here were never trained on nor used to choose the weights."""
+    from ToothMCLCore.io.dataset_split import assign_splits
+
+    splits = assign_splits({str(n): 2 for n in range(1, 37)} | {"23": 1, "27": 1, "29": 1}, (0.7, 0.1, 0.2), seed=0)
+    assert sorted(test_patients, key=int) == sorted((p for p, s in splits.items() if s == "test"), key=int)
+    assert len(test_patients) >= 6
+
+
+def test_every_test_patient_is_scored(scores, test_patients):
+    """Both jaws of the 8 test patients, less the scans the converter leaves out (23_up, 27_up)."""
+    assert len(scores) == 14
+    assert {s.case_id.split("_")[0] for s in scores} == set(test_patients)
+
+
+@pytest.mark.parametrize("jaw", ["upper", "lower"])
+def test_real_test_scans_keep_the_measured_dice_and_tooth_vs_gingiva(scores, jaw):
+    """Mean per-tooth Dice and tooth-vs-gingiva accuracy of each jaw's test scans stay at the card's
+    figures (less the margin): a regression of the model, the frame or the pipeline fails here."""
+    group = [s for s in scores if s.jaw == jaw]
+    dice = float(np.mean([s.dice for s in group]))
+    tsa = float(np.mean([s.tooth_vs_gingiva for s in group]))
+    assert dice >= MEASURED[jaw]["dice"] - MARGIN, [(s.case_id, round(s.dice, 3)) for s in group]
+    assert tsa >= MEASURED[jaw]["tooth_vs_gingiva"] - MARGIN, [(s.case_id, round(s.tooth_vs_gingiva, 3))
+                                                               for s in group]
+
+
+def test_the_card_reports_what_the_pipeline_measures(scores, predictor):
+    """The card's test-split figures are those these scans give now (within the margin)."""
+    from ToothMCLCore.evaluation.ios_split import summarize
+
+    card = predictor.card.metrics["test_split"]
+    now = summarize(scores)
+    for jaw in ("upper", "lower"):
+        assert abs(now[jaw]["mean_dice"] - card[jaw]["mean_dice"]) <= MARGIN
+        assert round(card[jaw]["mean_dice"], 3) == MEASURED[jaw]["dice"] and card[jaw]["scans"] == now[jaw]["scans"]
+
+
+def test_few_real_teeth_are_numbered_as_their_mirror(scores):
+    """Left/right errors (1x as 2x, 3x as 4x) stay at the measured count; the target is none."""
+    mirrored = [(s.case_id, s.mirrored) for s in scores if s.mirrored]
+    assert sum(len(m) for _, m in mirrored) <= MEASURED_MIRRORED, mirrored
+
+
+def test_segment_ios_reads_a_real_vtp_and_takes_the_jaw_from_its_name(meshsegnet_dir, test_patients, tmp_path,
+                                                                      capsys):
+    """``toothmcl segment-ios 3_up.vtp`` decides "upper" from the name and writes one label per vertex."""
+    from ToothMCLCore.cli import main
+    from ToothMCLCore.io.teeth3ds import read_teeth3ds_json
+
+    path = meshsegnet_dir / f"{test_patients[0]}_up.vtp"
+    assert main(["segment-ios", str(path), "-o", str(tmp_path / "out.json"), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "upper jaw (decided by file name)" in printed
+    doc = read_teeth3ds_json(tmp_path / "out.json")
+    assert doc.jaw == "upper" and len(doc.labels) > 3000
+    assert set(np.unique(doc.labels)) - {0} <= {q * 10 + p for q in (1, 2) for p in range(1, 9)}
+    assert len(set(np.unique(doc.labels)) - {0}) >= 10

@@ -135,19 +135,25 @@ VTP_MODES = [("Ascii", False, False), ("Binary", False, False), ("Binary", True,
              ("Appended", True, True)]
 
 
-@pytest.mark.parametrize("mode,zlib,base64", VTP_MODES)
-def test_reads_vtp_written_by_vtk(tmp_path, upper, mode, zlib, base64):
-    """VTP files of every vtk encoding (ascii, base64, appended raw/base64, zlib) read identically."""
+
+def _write_vtp(polydata, path, mode: str, zlib: bool, base64: bool):
+    """Write ``polydata`` with vtk's own XML writer in data mode ``mode`` (Ascii, Binary, Appended)."""
     import vtk
 
     writer = vtk.vtkXMLPolyDataWriter()
-    writer.SetInputData(_to_vtk(upper, upper.labels))
-    writer.SetFileName(str(tmp_path / "vtk.vtp"))
+    writer.SetInputData(polydata)
+    writer.SetFileName(str(path))
     getattr(writer, f"SetDataModeTo{mode}")()
     writer.SetCompressorTypeToZLib() if zlib else writer.SetCompressorTypeToNone()
     writer.SetEncodeAppendedData(base64)
     assert writer.Write() == 1
-    result = read_mesh(tmp_path / "vtk.vtp")
+    return path
+
+
+@pytest.mark.parametrize("mode,zlib,base64", VTP_MODES)
+def test_reads_vtp_written_by_vtk(tmp_path, upper, mode, zlib, base64):
+    """VTP files of every vtk encoding (ascii, base64, appended raw/base64, zlib) read identically."""
+    result = read_mesh(_write_vtp(_to_vtk(upper, upper.labels), tmp_path / "vtk.vtp", mode, zlib, base64))
     assert np.allclose(result.mesh.vertices_ras, upper.vertices_ras)
     assert np.array_equal(result.mesh.faces, upper.faces)
     assert np.array_equal(result.mesh.labels, upper.labels)
@@ -223,16 +229,7 @@ MIXED_TRIANGLE_LABELS = [12, 13, 13, 14, 15, 15, 15]
 def test_vtp_cell_data_follows_the_triangles_cut_from_each_cell(tmp_path, mode, zlib, base64):
     """A per-cell Label (MeshSegNet's labels) reaches every triangle cut from its polygon or strip,
     past vertex and line cells, in every encoding vtk writes."""
-    import vtk
-
-    writer = vtk.vtkXMLPolyDataWriter()
-    writer.SetInputData(_mixed_cells_polydata())
-    writer.SetFileName(str(tmp_path / "cells.vtp"))
-    getattr(writer, f"SetDataModeTo{mode}")()
-    writer.SetCompressorTypeToZLib() if zlib else writer.SetCompressorTypeToNone()
-    writer.SetEncodeAppendedData(base64)
-    assert writer.Write() == 1
-    result = read_mesh(tmp_path / "cells.vtp")
+    result = read_mesh(_write_vtp(_mixed_cells_polydata(), tmp_path / "cells.vtp", mode, zlib, base64))
     labels = result.face_data["Label"]
     assert sorted(labels.astype(int).tolist()) == MIXED_TRIANGLE_LABELS
     quad = result.mesh.faces[labels == 13]

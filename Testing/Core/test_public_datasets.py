@@ -500,9 +500,9 @@ def test_iosseg_foreign_colours_names_and_duplicates_are_refused(tmp_path):
 # Registry and command line
 # ------------------------------------------------------------------------------------------------
 
-def test_registry_lists_the_five_table_a1_datasets():
+def test_registry_lists_the_five_table_a1_datasets_and_meshsegnet():
     """Each entry is (function, modality, description, source) with a source to cite."""
-    assert list(CONVERTERS) == ["toothfairy2", "cui", "teeth3ds", "tadpm", "3d-iosseg"]
+    assert list(CONVERTERS) == ["toothfairy2", "cui", "teeth3ds", "tadpm", "3d-iosseg", "meshsegnet"]
     for function, modality, description, source in CONVERTERS.values():
         assert callable(function) and modality in ("cbct", "ios") and description and source
 

@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mesh-out", help="also write the mesh with a per-vertex FDI array (.ply or .vtp)")
     i.add_argument("--teeth-dir", help="also write one STL per tooth into this folder")
     i.add_argument("--passes", type=int,
-                   help="Point Transformer models: point samplings averaged (default 6; 1 = the paper's single "
-                        "sampling, about 6x faster in the network)")
+                   help="Point Transformer models: point samplings averaged (default: the model card's, else 6; "
+                        "1 = the paper's single sampling, about 6x faster in the network)")
     i.add_argument("--sam-checkpoint", metavar="PATH",
                    help="SOFTooth models with PRG: the SAM image-encoder checkpoint (default: "
                         "$TOOTHMCL_SAM_CHECKPOINT, else the ToothMCL cache)")

@@ -259,11 +259,12 @@ def test_cleaning_drops_the_cell_data_of_the_faces_it_drops():
 
 
 def test_vtk_polygons_and_strips_become_triangles():
-    """A quad becomes 2 triangles and a 5-point strip 3 triangles, all on the original points."""
-    quad = vtkfile._triangulate(np.array([0, 1, 2, 3]), np.array([4]))
-    assert quad.tolist() == [[0, 1, 2], [0, 2, 3]]
-    strip = vtkfile._triangulate(np.array([0, 1, 2, 3, 4]), np.array([5]), strips=True)
-    assert strip.tolist() == [[0, 1, 2], [2, 1, 3], [2, 3, 4]]
+    """A quad becomes 2 triangles and a 5-point strip 3 triangles, all on the original points, each
+    triangle with the index of the cell it was cut from."""
+    quad, cells = vtkfile._triangulate(np.array([0, 1, 2, 3]), np.array([4]))
+    assert quad.tolist() == [[0, 1, 2], [0, 2, 3]] and cells.tolist() == [0, 0]
+    strip, cells = vtkfile._triangulate(np.array([0, 1, 2, 3, 4]), np.array([5]), strips=True)
+    assert strip.tolist() == [[0, 1, 2], [2, 1, 3], [2, 3, 4]] and cells.tolist() == [0, 0, 0]
 
 
 def test_obj_with_materials_and_normals_keeps_file_order(tmp_path):

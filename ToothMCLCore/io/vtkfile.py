@@ -28,11 +28,9 @@ def _b64_chars(n_bytes: int) -> int:
     return -(-int(n_bytes) // 3) * 4
 
 
-def _triangulate(conn: np.ndarray, ends: np.ndarray, strips: bool = False, with_cells: bool = False):
-    """(K, 3) triangles of polygons (fans) or triangle strips given by connectivity and end offsets.
-
-    With ``with_cells``, also the (K,) int64 index of the polygon or strip each triangle comes
-    from, so that cell data can follow the triangles."""
+def _triangulate(conn: np.ndarray, ends: np.ndarray, strips: bool = False):
+    """(K, 3) triangles of polygons (fans) or triangle strips given by connectivity and end offsets,
+    and the (K,) int64 index of the polygon or strip each triangle comes from (cell data follows it)."""
     conn, ends = np.asarray(conn, np.int64), np.asarray(ends, np.int64)
     starts = np.r_[0, ends[:-1]]
     sizes = ends - starts
@@ -46,8 +44,7 @@ def _triangulate(conn: np.ndarray, ends: np.ndarray, strips: bool = False, with_
                 a, b = b, a
             out.append(np.stack([conn[a], conn[b], conn[c]], axis=1))
             cells.append(which)
-    tris = np.concatenate(out)
-    return (tris, np.concatenate(cells)) if with_cells else tris
+    return np.concatenate(out), np.concatenate(cells)
 
 
 def _face_arrays(cell_arrays: dict, cell_of_face: np.ndarray, n_cells: int) -> dict:
@@ -137,8 +134,7 @@ def read_vtp(data: bytes):
         for section, strips in (("Polys", False), ("Strips", True)):
             arrays = {el.get("Name"): el for el in piece.findall(f"{section}/DataArray")}
             if "connectivity" in arrays:
-                t, cells = _triangulate(decode(arrays["connectivity"]), decode(arrays["offsets"]), strips,
-                                        with_cells=True)
+                t, cells = _triangulate(decode(arrays["connectivity"]), decode(arrays["offsets"]), strips)
                 tris.append(t + offset)
                 piece_cells.append(cells + first_cell)
             first_cell += int(piece.get(f"NumberOf{section}", 0))
@@ -247,7 +243,7 @@ def read_legacy_vtk(data: bytes):
                     conn, ends = cells[keep], np.cumsum(cells[heads])
             section_cells[key] = len(ends)  # 5.1 files count offsets (cells + 1), older ones cells
             if key in ("POLYGONS", "TRIANGLE_STRIPS"):
-                tris[key] = _triangulate(conn, ends, key == "TRIANGLE_STRIPS", with_cells=True)
+                tris[key] = _triangulate(conn, ends, key == "TRIANGLE_STRIPS")
         elif key in ("POINT_DATA", "CELL_DATA"):
             count = int(word())
             target = fields if key == "POINT_DATA" else cell_fields

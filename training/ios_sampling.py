@@ -86,12 +86,8 @@ def resample_jaw(vertices: np.ndarray, faces: np.ndarray, classes: np.ndarray, n
 
 def sample_like_inference(points: np.ndarray, n_points: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of the points inference would feed the network: all of them (shuffled) up to
-    ``n_points``, else a farthest point sample of ``n_points`` from a random start."""
-    import fpsample
+    ``n_points``, else a farthest point sample of ``n_points`` from a random start
+    (:func:`ToothMCLCore.preprocessing.ios.sample_points`, seeded from ``rng``)."""
+    from ToothMCLCore.preprocessing.ios import sample_points
 
-    n = len(points)
-    if n <= n_points:
-        return rng.permutation(n).astype(np.int64)
-    start = int(rng.integers(n))
-    pts = np.ascontiguousarray(points, dtype=np.float32)
-    return np.asarray(fpsample.bucket_fps_kdline_sampling(pts, n_points, h=7, start_idx=start), np.int64)
+    return sample_points(points, n_points, seed=int(rng.integers(2**31)))

@@ -193,6 +193,17 @@ def jaw_of(number: int) -> str:
     return tooth(number).arch
 
 
+_MIRROR_QUADRANT = {1: 2, 2: 1, 3: 4, 4: 3, 5: 6, 6: 5, 7: 8, 8: 7}
+
+
+def mirror(number: int) -> int:
+    """The tooth of the same position in the other quadrant of the jaw (11 <-> 21, 36 <-> 46)."""
+    quadrant, position = divmod(int(number), 10)
+    if quadrant not in _MIRROR_QUADRANT:
+        raise InvalidInputError(f"{number} is not an FDI tooth number")
+    return _MIRROR_QUADRANT[quadrant] * 10 + position
+
+
 # --------------------------------------------------------------------------------------------
 # Class-index schemes. Nothing else in the project hard-codes these mappings.
 # --------------------------------------------------------------------------------------------
@@ -215,6 +226,15 @@ SCHEMES = ("cbct", "ios_upper", "ios_lower")
 def num_classes(scheme: str) -> int:
     """Number of network output channels of a scheme (34 for CBCT, 17 for IOS)."""
     return len(_scheme_labels(scheme))
+
+
+def mirror_permutation(scheme: str) -> np.ndarray:
+    """(C,) int64: class index -> index of the same class in the mirror image (x -> -x) of the
+    jaw, where each tooth becomes its :func:`mirror`; background and metal stay. Index an
+    array of classes with it, or the class axis of probabilities."""
+    table = _scheme_labels(scheme)
+    index = {v: i for i, v in enumerate(table)}
+    return np.array([index[mirror(v)] if is_valid_fdi(v) else i for i, v in enumerate(table)], np.int64)
 
 
 def class_index_to_fdi(class_index, scheme: str = "cbct") -> np.ndarray:

@@ -103,7 +103,11 @@ class IOSFinetuneConfig:
     Gaussian noise (:func:`ToothMCLCore.preprocessing.ios.augment`); ``sampling: mesh`` samples
     the whole scan afresh at every step as inference does, and ``resolution_augment`` first
     decimates or subdivides it (:mod:`training.ios_sampling`); ``repeats`` visits each training
-    jaw that many times per epoch.
+    jaw that many times per epoch; ``mirror`` is the probability that a step sees the jaw's
+    mirror image (x -> -x, normals too) with every tooth renumbered as its mirror (11 <-> 21,
+    :func:`ToothMCLCore.fdi.mirror_permutation`). A mirrored jaw is a plausible jaw (the arch is
+    near-symmetric); the paper does not mirror, and with 50 real jaws it doubles what the
+    network sees of each side.
     """
 
     init: str = "pretrained"
@@ -119,6 +123,7 @@ class IOSFinetuneConfig:
     sampling: str = "fixed"
     resolution_augment: bool = False
     repeats: int = 1
+    mirror: float = 0.0
     version: str = "1.0.0"
     cache_dir: str = "auto"
     max_val_cases: int = 0
@@ -131,6 +136,8 @@ class IOSFinetuneConfig:
             raise ConfigError("ios.resolution_augment needs ios.sampling: mesh (it resamples the whole scan)")
         if self.repeats < 1:
             raise ConfigError(f"ios.repeats must be at least 1 (got {self.repeats})")
+        if not 0.0 <= self.mirror <= 1.0:
+            raise ConfigError(f"ios.mirror is a probability, 0 to 1 (got {self.mirror})")
 
     @classmethod
     def from_dict(cls, data):
@@ -329,7 +336,8 @@ class IOSFinetuneTask(_FinetuneTask):
         rotation = (f"rotations within +-{c.rotation_rad} rad about the occlusal axis and +-{c.tilt_rad} rad about the "
                     "others" if c.tilt_rad is not None else f"rotations within +-{c.rotation_rad} rad")
         jitter = f", jitter {c.jitter_mm} mm" if c.jitter_mm else ""
-        return f"{sampled} Augmentation: {rotation}, shifts +-{c.shift_mm} mm, scaling {list(c.scale)}{jitter}."
+        mirror = f", the mirror image (teeth renumbered) with probability {c.mirror}" if c.mirror else ""
+        return f"{sampled} Augmentation: {rotation}, shifts +-{c.shift_mm} mm, scaling {list(c.scale)}{jitter}{mirror}."
 
 
 TASKS = {"cbct": (CBCTFinetuneTask, CBCTFinetuneConfig), "ios": (IOSFinetuneTask, IOSFinetuneConfig)}

@@ -173,7 +173,7 @@ class IOSJawDataset(torch.utils.data.Dataset):
         return len(self.cases) * (self.config.repeats if self.augment else 1)
 
     def __getitem__(self, index):
-        from ToothMCLCore.preprocessing.ios import augment, point_features
+        from ToothMCLCore.preprocessing.ios import MIRROR_X, augment, point_features
 
         from .ios_sampling import RESOLUTION_CHOICES, resample_jaw, sample_like_inference
 
@@ -181,7 +181,7 @@ class IOSJawDataset(torch.utils.data.Dataset):
             self._cache = ArrayCache(self.cache_dir or None)
         c = self.config
         whole = c.sampling == "mesh"
-        arrays, _ = _ios_jaw(self._cache, self.cases[index % len(self.cases)], c.n_points, whole=whole)
+        arrays, meta = _ios_jaw(self._cache, self.cases[index % len(self.cases)], c.n_points, whole=whole)
         rng = sample_rng(self.seed, self.epoch, index)
         pts, nrm = np.asarray(arrays["points"], np.float64), np.asarray(arrays["normals"], np.float64)
         classes = np.asarray(arrays["classes"], np.int64)
@@ -194,6 +194,9 @@ class IOSJawDataset(torch.utils.data.Dataset):
         if self.augment:
             pts, nrm = augment(pts, nrm, rng, max_angle=c.rotation_rad, shift_mm=c.shift_mm, scale=tuple(c.scale),
                                tilt=c.tilt_rad, jitter_mm=c.jitter_mm)
+            if c.mirror and rng.random() < c.mirror:  # no draw when off: earlier runs stay reproducible
+                pts, nrm = pts * MIRROR_X, nrm * MIRROR_X
+                classes = fdi.mirror_permutation(f"ios_{meta['jaw']}")[classes]
         scale = c.coordinate_scale_mm
         return (torch.from_numpy((pts / scale).astype(np.float32)),
                 torch.from_numpy(point_features(pts, nrm, scale)),

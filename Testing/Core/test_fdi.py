@@ -59,6 +59,20 @@ def test_ios_schemes_map_17_classes_per_jaw():
     np.testing.assert_array_equal(fdi.fdi_to_class_index(low, "ios_lower"), np.arange(17))
 
 
+def test_the_mirror_image_of_a_jaw_swaps_its_quadrants_position_by_position():
+    """11 <-> 21, 36 <-> 46, 55 <-> 65; the class permutation of each scheme does the same to class
+    indices and keeps background and metal; applying it twice changes nothing."""
+    assert [fdi.mirror(t) for t in (11, 21, 36, 46, 55, 83)] == [21, 11, 46, 36, 65, 73]
+    for scheme in fdi.SCHEMES:
+        perm = fdi.mirror_permutation(scheme)
+        labels = fdi.class_index_to_fdi(np.arange(fdi.num_classes(scheme)), scheme)
+        mirrored = fdi.class_index_to_fdi(perm, scheme)
+        assert [fdi.mirror(v) if fdi.is_valid_fdi(v) else v for v in labels] == mirrored.tolist()
+        np.testing.assert_array_equal(perm[perm], np.arange(len(perm)))
+    with pytest.raises(InvalidInputError, match="not an FDI tooth number"):
+        fdi.mirror(99)
+
+
 def test_unknown_labels_and_numbers_are_refused():
     """A label value outside the table or a non-FDI number is an error that says what to do."""
     with pytest.raises(InvalidInputError, match="not part of the 'cbct' label table"):

@@ -186,3 +186,30 @@ def test_given_mesh_sampling_each_step_sees_the_jaw_at_a_new_resolution(ios_expo
     notes = task.model_card(task.build_model(), {}).notes
     assert "samples the whole jaw as inference does" in notes and "decimated or subdivided" in notes
     assert "+-0.1 rad about the others" in notes and "jitter 0.05 mm" in notes
+
+
+def test_given_mirror_a_step_sees_the_jaw_mirrored_with_each_tooth_renumbered_as_its_mirror(ios_export, tmp_path):
+    """ios.mirror: 1 gives every training step the mirror image of its jaw (x -> -x, normals too) and
+    renumbers its teeth (11 <-> 21), so each tooth class still lies on its own side of the midline;
+    the card says so; a probability outside 0..1 is refused."""
+    from ToothMCLCore import fdi
+
+    fixed = {"init": "scratch", "sampling": "mesh", "rotation_rad": 0.0, "tilt_rad": 0.0, "shift_mm": 0.0,
+             "scale": (1.0, 1.0), "n_points": 200_000}
+    plain_cfg, train = configs("finetune_ios_tiny.yaml", "ios", IOSFinetuneConfig, tmp_path, tmp_path / "cache", **fixed)
+    mirror_cfg, _ = configs("finetune_ios_tiny.yaml", "ios", IOSFinetuneConfig, tmp_path, tmp_path / "cache",
+                            mirror=1.0, **fixed)
+    plain, _ = IOSFinetuneTask(plain_cfg, train, ios_export).datasets()
+    task = IOSFinetuneTask(mirror_cfg, train, ios_export)
+    mirrored, _ = task.datasets()
+    (p0, f0, k0), (p1, f1, k1) = plain[0], mirrored[0]
+    # same vertices, the mirror image: x and the normal's x change sign, y and z stay
+    order0, order1 = np.lexsort(p0.numpy().T[::-1]), np.lexsort((p1.numpy() * [-1, 1, 1]).T[::-1])
+    np.testing.assert_allclose(p1.numpy()[order1] * [-1, 1, 1], p0.numpy()[order0], atol=1e-5)
+    np.testing.assert_allclose(f1.numpy()[order1][:, 3], -f0.numpy()[order0][:, 3], atol=1e-5)
+    perm = fdi.mirror_permutation("ios_lower")  # the same for both jaws: classes 1-8 right, 9-16 left
+    np.testing.assert_array_equal(k1.numpy()[order1], perm[k0.numpy()[order0]])
+    assert (p1.numpy()[(k1.numpy() >= 1) & (k1.numpy() <= 8), 0] > 0).mean() > 0.9  # the right quadrant stays at +x
+    assert "mirror image (teeth renumbered) with probability 1.0" in task.model_card(task.build_model(), {}).notes
+    with pytest.raises(ConfigError, match="ios.mirror is a probability"):
+        IOSFinetuneConfig(init="scratch", mirror=1.5)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ToothMCLCore.evaluation.ios_split import format_summary, mirror, score_scan, summarize
+from ToothMCLCore import fdi
+from ToothMCLCore.evaluation.ios_split import format_summary, score_scan, summarize
 from ToothMCLCore.io.teeth3ds import instances_from_labels
 
 
@@ -17,7 +18,7 @@ def _jaw():
 
 def test_mirror_swaps_the_quadrant_and_keeps_the_position():
     """11 <-> 21, 36 <-> 46, 55 <-> 65, 73 <-> 83."""
-    assert [mirror(t) for t in (11, 21, 36, 46, 55, 73)] == [21, 11, 46, 36, 65, 83]
+    assert [fdi.mirror(t) for t in (11, 21, 36, 46, 55, 73)] == [21, 11, 46, 36, 65, 83]
 
 
 def test_given_left_and_right_swapped_the_score_names_the_mirrored_teeth():

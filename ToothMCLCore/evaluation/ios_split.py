@@ -47,12 +47,6 @@ class ScanScore:
     seconds: float = 0.0
 
 
-def mirror(number: int) -> int:
-    """The tooth of the same position in the other quadrant of the jaw (11 <-> 21, 36 <-> 46)."""
-    quadrant, position = divmod(int(number), 10)
-    return {1: 2, 2: 1, 3: 4, 4: 3, 5: 6, 6: 5, 7: 8, 8: 7}[quadrant] * 10 + position
-
-
 def majority_numbers(pred: np.ndarray, truth: np.ndarray) -> dict[int, int]:
     """For each ground-truth tooth, the tooth the prediction gives most of its vertices (0 if gingiva)."""
     out = {}
@@ -73,7 +67,7 @@ def score_scan(case_id: str, jaw: str, pred_labels, pred_instances, gt_labels, g
     m = challenge_metrics(pred, pred_instances, truth, gt_instances, vertices)
     majority = majority_numbers(pred, truth)
     renumbered = sorted(t for t, p in majority.items() if p not in (0, t))
-    mirrored = sorted(t for t, p in majority.items() if p == mirror(t))
+    mirrored = sorted(t for t, p in majority.items() if p == fdi.mirror(t))
     return ScanScore(case_id, jaw, len(truth), mean_dice(per_tooth), per_tooth, float(m["TSA"]), float(m["TLA"]),
                      float(m["TIR"]), mirrored, renumbered, false_positive_teeth(pred, truth), float(seconds))
 

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 N_POINTS = 24_000
 COORDINATE_SCALE_MM = 50.0
+#: the canonical frame's mirror image (x -> -x: the patient's right and left swap); multiply points or normals
+MIRROR_X = np.array([-1.0, 1.0, 1.0])
 
 
 @dataclass

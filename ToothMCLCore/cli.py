@@ -129,7 +129,7 @@ def cmd_segment_ios(args) -> int:
     for note in scan.notes:
         print(f"  {note}")
     predictor = ios_predictor(weights=args.weights, model=args.model, device=args.device, passes=args.passes,
-                              sam_checkpoint=args.sam_checkpoint)
+                              mirror=args.mirror, sam_checkpoint=args.sam_checkpoint, fdi_order=args.fdi_order)
     result = predictor.predict(scan, jaw, progress=_Progress(enabled=not args.quiet))
     if result.provenance.get("decimated_from_faces"):
         to = f" to {result.provenance['faces']}" if result.provenance.get("faces") else ""
@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--passes", type=int,
                    help="Point Transformer models: point samplings averaged (default: the model card's, else 6; "
                         "1 = the paper's single sampling, about 6x faster in the network)")
+    i.add_argument("--mirror", action=argparse.BooleanOptionalAction,
+                   help="Point Transformer models: also segment each sample's mirror image and average (default: "
+                        "the model card's; --no-mirror is the paper's way)")
+    i.add_argument("--fdi-order", action=argparse.BooleanOptionalAction,
+                   help="SOFTooth models: number teeth with the arch-order prior (default: the card's, on); "
+                        "--no-fdi-order numbers by class probabilities alone (the paper's ablation)")
     i.add_argument("--sam-checkpoint", metavar="PATH",
                    help="SOFTooth models with PRG: the SAM image-encoder checkpoint (default: "
                         "$TOOTHMCL_SAM_CHECKPOINT, else the ToothMCL cache)")

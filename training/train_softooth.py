@@ -99,6 +99,13 @@ class SOFToothTrainConfig:
         sam_checkpoint: path of the SAM checkpoint (its file name goes into the card).
         cache_dir: where prepared scans are kept ("" = in memory).
         version: version written into the card.
+        centre_loss, pseudo_mask_loss: train with L_cent (Eq. 14) and L_pm (Eq. 15); off for
+            the paper's ablations (Tables II-III).
+        match_centre, match_order: the centre (Eq. 12) and order (Eq. 13) terms of FHM's
+            matching; both off = the vanilla Hungarian matcher (Table IV).
+        fdi_order: number the teeth with the order prior at inference (written into the card,
+            :class:`~ToothMCLCore.inference.softooth.SOFToothSettings`); off for "w/o FHM".
+    The card's notes name every part that is off.
     """
 
     data: str = ""
@@ -117,6 +124,11 @@ class SOFToothTrainConfig:
     sam_tiny_img_size: int = 256
     cache_dir: str = ""
     version: str = "1.0.0"
+    centre_loss: bool = True
+    pseudo_mask_loss: bool = True
+    match_centre: bool = True
+    match_order: bool = True
+    fdi_order: bool = True
 
     def __post_init__(self):
         if not self.data and self.phantoms < 1:
@@ -137,7 +149,23 @@ class SOFToothTrainConfig:
         sha = self.sam_sha256 or (sam_weights_id if checkpoint else "") or ""
         return SOFToothSettings(target_faces=self.target_faces, image_size=self.image_size,
                                 sam_model_type=self.sam_model_type, sam_checkpoint=checkpoint, sam_sha256=sha,
-                                sam_tiny_img_size=self.sam_tiny_img_size)
+                                sam_tiny_img_size=self.sam_tiny_img_size, fdi_order=self.fdi_order)
+
+    def criterion(self):
+        """The training loss with this config's ablation switches (paper weights otherwise)."""
+        from ToothMCLCore.models.softooth import FHMConfig, SOFToothLoss
+
+        defaults = SOFToothLoss()
+        return SOFToothLoss(matcher=FHMConfig(use_centre=self.match_centre, use_order=self.match_order),
+                            centre_weight=defaults.centre_weight if self.centre_loss else 0.0,
+                            pseudo_mask_weight=defaults.pseudo_mask_weight if self.pseudo_mask_loss else 0.0)
+
+    def ablations(self) -> list[str]:
+        """What this config turns off of the paper's method, in the paper's words."""
+        off = {"with_prg": "PRG", "centre_loss": "the centre loss L_cent", "pseudo_mask_loss": "the pseudo-mask loss L_pm",
+               "match_centre": "FHM's centre term", "match_order": "FHM's order term",
+               "fdi_order": "the order prior at inference"}
+        return [text for name, text in off.items() if not getattr(self, name)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,10 +342,8 @@ class SOFToothTask(Task):
     """
 
     def __init__(self, config: SOFToothTrainConfig, seed: int = 0, name: str = "ios_softooth_v1"):
-        from ToothMCLCore.models.softooth import SOFToothLoss
-
         self.config, self.seed, self.name = config, int(seed), name
-        self.criterion = SOFToothLoss()
+        self.criterion = config.criterion()
         self.arch_args: dict = {"preset": config.preset, "with_prg": config.with_prg}
         if config.with_prg:
             from ToothMCLCore.models.sam_features import EMBED_DIM
@@ -405,7 +431,8 @@ class SOFToothTask(Task):
                           ("mask_logits", "class_logits", "objectness", "centres")]
                 gt = fdi.class_index_to_fdi(batch["labels"][b].cpu().numpy(), f"ios_{jaw}")
                 for t in OBJECTNESS_THRESHOLDS:
-                    numbers = assign_instances(*logits, jaw, t, settings.mask_threshold, settings.duplicate_iou)
+                    numbers = assign_instances(*logits, jaw, t, settings.mask_threshold, settings.duplicate_iou,
+                                               settings.fdi_order)
                     sem = semantic_metrics(faces_to_fdi(logits[0], numbers, settings.mask_threshold), gt, jaw)
                     for key in ("OA", "mIoU"):
                         sums[f"{key}@{t}"] = sums.get(f"{key}@{t}", 0.0) + sem[key]
@@ -424,7 +451,8 @@ class SOFToothTask(Task):
             arch_args=dict(self.arch_args), class_scheme="ios", preprocess=settings, training_data=data,
             intended_use="tooth instance segmentation and FDI numbering of one jaw of an intraoral scan",
             notes=("SOFTooth (Li et al.): dual-stream graph encoder, PRG with frozen SAM occlusal-view features, "
-                   "CMR, FHM matching; trained with training/train_softooth.py"),
+                   "CMR, FHM matching; trained with training/train_softooth.py"
+                   + (f". Ablation, without: {', '.join(self.config.ablations())}" if self.config.ablations() else "")),
             metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
     def optimizer(self, params, config: TrainConfig) -> torch.optim.Optimizer:

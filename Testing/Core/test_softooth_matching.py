@@ -147,6 +147,19 @@ def test_inference_drops_duplicates_and_empty_queries_and_fixes_a_swap():
     np.testing.assert_array_equal(faces, np.repeat(numbers[:16], 3))
 
 
+def test_without_the_order_prior_a_swap_the_network_believes_stays():
+    """fdi_order=False (the paper's "w/o FHM" at inference) numbers by class probabilities alone:
+    the swapped pair keeps the network's numbers, which the order prior corrects."""
+    masks, cls, obj, centres, classes = _instances(range(16))
+    cls[[3, 4]] = cls[[4, 3]]
+    expected = fdi.class_index_to_fdi(classes, "ios_upper")
+    with_order = assign_instances(masks, cls, obj, centres, "upper")
+    without = assign_instances(masks, cls, obj, centres, "upper", fdi_order=False)
+    np.testing.assert_array_equal(with_order, expected)
+    np.testing.assert_array_equal(without[[3, 4]], expected[[4, 3]])
+    np.testing.assert_array_equal(np.delete(without, [3, 4]), np.delete(expected, [3, 4]))
+
+
 def test_focal_loss_by_hand():
     """-alpha_t (1 - p_t)^2 log p_t for logits 0 (target 1) and 2 (target 0)."""
     out = sigmoid_focal_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))

@@ -181,6 +181,22 @@ def test_segment_ios_with_softooth_weights_writes_the_same_outputs(tmp_path, sca
     assert stls == [f"tooth_{t}.stl" for t in sorted(set(data["labels"]) - {0})]
 
 
+def test_segment_ios_no_fdi_order_runs_the_ablation_and_says_so(tmp_path, scan_file, softooth_weights, caplog):
+    """--no-fdi-order reaches the SOFTooth predictor (its provenance says so); on a Point Transformer
+    model it is ignored with a warning, and --no-mirror on SOFTooth likewise."""
+    from ToothMCLCore.inference.ios import ios_predictor
+
+    predictor = ios_predictor(weights=softooth_weights, device="cpu", fdi_order=False, mirror=None)
+    assert predictor.settings.fdi_order is False
+    assert predictor.predict(read_mesh(scan_file), "lower").provenance["fdi_order"] is False
+    assert ios_predictor(weights=softooth_weights, device="cpu").settings.fdi_order is True
+    out = tmp_path / "pred.json"
+    with caplog.at_level("WARNING"):
+        assert main(["segment-ios", str(scan_file), "-o", str(out), "--weights", str(softooth_weights),
+                     "--no-fdi-order", "--no-mirror", "-q"]) == 0
+    assert "mirror ignored" in caplog.text
+
+
 def test_labels_follow_the_file_vertex_order_with_duplicates(tmp_path, ios_phantoms, softooth_weights):
     """Duplicated and unreferenced vertices still get one label each; duplicates share their original's."""
     mesh = ios_phantoms["upper"]
@@ -259,6 +275,36 @@ def test_paper_defaults_and_prg_switched_on_at_its_epoch():
     assert model.use_prg is False
     task.on_epoch_start(model, 30)
     assert model.use_prg is True
+
+
+def test_ablation_switches_turn_off_the_papers_parts_and_the_card_says_which(tmp_path):
+    """softooth.centre_loss / pseudo_mask_loss off: the total loses exactly lambda_cent L_cent and
+    w_pm L_pm (Eq. 14-15); match_centre / match_order off: the vanilla matcher; fdi_order off goes
+    into the card's settings; the card's notes list what was off (Tables II-IV)."""
+    from training.train_softooth import SOFToothTask
+
+    _, full = _train_config(tmp_path)
+    _, ablated = _train_config(tmp_path, centre_loss=False, pseudo_mask_loss=False, match_centre=False,
+                               match_order=False, fdi_order=False)
+    full_task, ablated_task = SOFToothTask(full), SOFToothTask(ablated)
+    assert not ablated_task.criterion.matcher.use_centre and not ablated_task.criterion.matcher.use_order
+    assert full_task.criterion.matcher.use_centre and full_task.criterion.matcher.use_order
+    torch.manual_seed(0)
+    model = full_task.build_model()
+    n = 60
+    labels = torch.tensor(np.repeat([0, 1, 2, 3, 9, 10], 10))[None]
+    outputs = model(torch.randn(1, n, 24), torch.randn(1, n, 256), torch.ones(1, n, dtype=torch.bool))
+    half = SOFToothTask(_train_config(tmp_path, centre_loss=False, pseudo_mask_loss=False)[1]).criterion
+    on, off = full_task.criterion(outputs, labels), half(outputs, labels)
+    assert on["centre"].item() > 0 and on["pseudo_mask"].item() > 0
+    assert off["total"].item() == pytest.approx(on["total"].item() - 0.5 * on["centre"].item()
+                                                - 0.2 * on["pseudo_mask"].item(), rel=1e-5)
+    card = ablated_task.model_card(model, {})
+    assert card.preprocess["fdi_order"] is False
+    for part in ("the centre loss L_cent", "the pseudo-mask loss L_pm", "FHM's centre term", "FHM's order term",
+                 "the order prior at inference"):
+        assert part in card.notes
+    assert "Ablation" not in full_task.model_card(model, {}).notes
 
 
 def test_collate_cuts_every_scan_to_the_smallest_face_count(tmp_path):

@@ -339,8 +339,8 @@ def ios_predictor(weights=None, model: str | None = None, device: str = "auto", 
 
     Args:
         weights, model, device: as :class:`IOSPredictor` (``model`` defaults to its default).
-        options: keyword arguments of either predictor (``passes``; ``sam_checkpoint``,
-            ``use_sam_cache``). Those the chosen one does not take are ignored with a warning
+        options: keyword arguments of either predictor (``passes``, ``mirror``; ``sam_checkpoint``,
+            ``use_sam_cache``, ``fdi_order``). Those the chosen one does not take are ignored with a warning
             when they are set (not None).
     """
     import inspect

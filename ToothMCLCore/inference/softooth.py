@@ -39,6 +39,7 @@ file is found as described in :func:`resolve_sam_checkpoint` and checked against
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -90,6 +91,9 @@ class SOFToothSettings:
         mask_threshold: mask binarisation (paper: 0.5).
         duplicate_iou: masks overlapping at least this much are one tooth.
         min_tooth_faces: teeth with fewer faces in their largest region are dropped.
+        fdi_order: number the teeth with the order-aware assignment (FHM's order prior at
+            inference, the default); False = class probabilities alone, for the paper's
+            ablation (``toothmcl segment-ios --no-fdi-order``).
     """
 
     target_faces: int = 10_000
@@ -106,6 +110,7 @@ class SOFToothSettings:
     mask_threshold: float = 0.5
     duplicate_iou: float = 0.5
     min_tooth_faces: int = 5
+    fdi_order: bool = True
 
     def __post_init__(self):
         if int(self.target_faces) < 100:
@@ -247,7 +252,7 @@ def number_faces(outputs: dict, faces: np.ndarray, jaw: str, settings: SOFToothS
     mask_logits = outputs["mask_logits"][0]
     instance_fdi = assign_instances(mask_logits, outputs["class_logits"][0], outputs["objectness"][0],
                                     outputs["centres"][0], jaw, settings.objectness_threshold,
-                                    settings.mask_threshold, settings.duplicate_iou)
+                                    settings.mask_threshold, settings.duplicate_iou, bool(settings.fdi_order))
     face_fdi = faces_to_fdi(mask_logits, instance_fdi, settings.mask_threshold)
     return largest_regions(faces, face_fdi, int(settings.min_tooth_faces))
 
@@ -270,6 +275,7 @@ class SOFToothPredictor:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         sam_checkpoint: SAM checkpoint file (see :func:`resolve_sam_checkpoint`).
         use_sam_cache: keep SAM embeddings on disk (``$TOOTHMCL_CACHE/sam``).
+        fdi_order: override the card's ``fdi_order`` (None keeps it; False for the ablation).
 
     Raises:
         WeightsError: no model given, not a SOFTooth IOS card, or a SAM checkpoint that is
@@ -277,7 +283,7 @@ class SOFToothPredictor:
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto", sam_checkpoint=None,
-                 use_sam_cache: bool = True):
+                 use_sam_cache: bool = True, fdi_order: bool | None = None):
         if weights is None and model is None:
             raise WeightsError("there is no default SOFTooth model; pass --weights PATH or --model NAME")
         self.device = resolve_device(device)
@@ -289,6 +295,8 @@ class SOFToothPredictor:
             self.settings = SOFToothSettings.from_dict(self.card.preprocess)
         except ConfigError as exc:
             raise WeightsError(f"model card of {self.card.name}: {exc}") from None
+        if fdi_order is not None:
+            self.settings = dataclasses.replace(self.settings, fdi_order=bool(fdi_order))
         built_with_prg = self.net.prg is not None
         use_prg = built_with_prg if self.settings.use_prg is None else bool(self.settings.use_prg)
         if use_prg and not built_with_prg:
@@ -343,7 +351,7 @@ class SOFToothPredictor:
             "decimated_from_faces": n_faces if inp.n_faces < n_faces else 0, "prg": self.sam is not None,
             "sam_model_type": self.settings.sam_model_type if self.sam is not None else "",
             "sam_weights_sha256": (self.sam.weights_id or "") if self.sam is not None else "",
-            "objectness_threshold": self.settings.objectness_threshold,
+            "objectness_threshold": self.settings.objectness_threshold, "fdi_order": self.settings.fdi_order,
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -182,7 +182,7 @@ def fhm_match(mask_logits, class_logits, centres, gt_masks, gt_classes, gt_centr
 
 
 def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, objectness_threshold: float = 0.5,
-                     mask_threshold: float = 0.5, duplicate_iou: float = 0.5) -> np.ndarray:
+                     mask_threshold: float = 0.5, duplicate_iou: float = 0.5, fdi_order: bool = True) -> np.ndarray:
     """FDI number of each predicted instance of one jaw, 0 for "not a tooth" (inference).
 
     Args:
@@ -194,6 +194,9 @@ def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, o
         objectness_threshold: sigmoid(objectness) above which an instance is a tooth.
         mask_threshold: mask binarisation (paper: 0.5).
         duplicate_iou: masks overlapping at least this much are one instance.
+        fdi_order: number the teeth with the order prior (FHM's Eq. 13 at inference, via
+            :func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`); False numbers them by a
+            plain Hungarian assignment on the class probabilities alone (the ablation "w/o FHM").
 
     Returns:
         (Q,) int64 distinct FDI numbers of the jaw, 0 for "not a tooth" (see the module
@@ -215,7 +218,8 @@ def assign_instances(mask_logits, class_logits, objectness, centres, jaw: str, o
     if not kept:
         return out
     teeth = fdi.class_index_to_fdi(np.arange(1, prob.shape[1]), f"ios_{jaw}")
-    out[kept] = assign_fdi(prob[kept, 1:], _np(centres)[kept], tuple(int(t) for t in teeth))
+    out[kept] = assign_fdi(prob[kept, 1:], _np(centres)[kept], tuple(int(t) for t in teeth),
+                           lambda_order=LAMBDA_ORDER if fdi_order else 0.0)
     return out
 
 

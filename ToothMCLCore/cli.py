@@ -88,7 +88,7 @@ def cmd_segment_cbct(args) -> int:
     # The networks build (torch and MONAI imports included) while the scan is read and
     # preprocessed; a bad --weights or --model still fails here, before the scan is read.
     predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device,
-                              load_in_background=True)
+                              load_in_background=True, paper_protocol=args.paper_protocol)
     volume = read_volume(args.input)
     result = predictor.predict(volume, progress=_Progress(enabled=not args.quiet))
     if predictor.device.type == "cpu":
@@ -129,7 +129,8 @@ def cmd_segment_ios(args) -> int:
     for note in scan.notes:
         print(f"  {note}")
     predictor = ios_predictor(weights=args.weights, model=args.model, device=args.device, passes=args.passes,
-                              mirror=args.mirror, sam_checkpoint=args.sam_checkpoint, fdi_order=args.fdi_order)
+                              mirror=args.mirror, sam_checkpoint=args.sam_checkpoint, fdi_order=args.fdi_order,
+                              paper_protocol=args.paper_protocol or None)
     result = predictor.predict(scan, jaw, progress=_Progress(enabled=not args.quiet))
     if result.provenance.get("decimated_from_faces"):
         to = f" to {result.provenance['faces']}" if result.provenance.get("faces") else ""
@@ -173,6 +174,9 @@ def _add_model_options(parser) -> None:
     g.add_argument("--weights", help="path to a .safetensors file with its .json card")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--paper-protocol", action="store_true",
+                        help="the ToothMCL paper's pipeline only, to compare with its tables: most probable class "
+                             "per voxel / vertex, one point sampling, no clean-up or order-aware numbering (ours)")
 
 
 def build_parser() -> argparse.ArgumentParser:

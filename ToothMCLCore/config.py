@@ -52,7 +52,9 @@ class CBCTPreprocessConfig:
 
     Attributes:
         spacing_mm: isotropic target voxel size (paper: 0.3 mm, trilinear for images).
-        clip_min, clip_max: intensity window before min-max normalisation (paper: [0, 2500]).
+        clip_min, clip_max: intensity window (paper: [0, 2500]); intensities are clipped to it
+            and scaled by its fixed width to [0, 1] (the paper says min-max per volume, see
+            :mod:`ToothMCLCore.preprocessing.cbct`).
         intensity_offset: value added to the stored intensities before clipping, or ``"auto"``.
             Many scanners store CBCT in HU-like units with air near -1000 while the paper's
             window [0, 2500] assumes air near 0. ``"auto"`` adds +1000 when the 0.5th

@@ -1,6 +1,7 @@
 """The shipped intraoral model on real scans: test-split figures against the targets, and speed.
 
     python benchmarks/ios_real.py [--data ../shared/data/meshsegnet] [--model NAME | --weights PATH]
+                                  [--passes N] [--no-mirror] [--paper-protocol] [--skip-speed]
 
 1. Accuracy. Both jaws of every test patient of the model card (MeshSegNet patients never
    trained on; scans the converter leaves out are left out here too) are segmented from their
@@ -41,8 +42,10 @@ def accuracy(predictor, data: Path) -> dict:
     scores = score_meshsegnet(predictor, data, patients, progress=lambda name: print(f"  {name}", end="", flush=True))
     print()
     summary = summarize(scores)
+    how = ("the paper's protocol (one sampling, argmax per vertex)" if predictor.paper_protocol else
+           f"{predictor.passes} sampling passes" + (", mirror pass" if predictor.mirror else ""))
     print(format_summary(summary, f"{predictor.card.name} on the test split ({len(patients)} patients: "
-                                  f"{', '.join(patients)}), {predictor.passes} sampling passes:"))
+                                  f"{', '.join(patients)}), {how}:"))
     print("targets:")
     for jaw in ("upper", "lower"):
         for key, target in TARGETS.items():
@@ -98,12 +101,16 @@ def main(argv=None) -> int:
     g.add_argument("--model", help="registry name (default: the default IOS model)")
     g.add_argument("--weights", help=".safetensors with its card")
     p.add_argument("--passes", type=int, help="sampling passes (default: the card's)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, help="mirror pass (default: the card's)")
+    p.add_argument("--paper-protocol", action="store_true",
+                   help="the paper's pipeline only: one sampling, the most probable class per vertex, no clean-up")
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args(argv)
 
     from ToothMCLCore.inference.ios import IOSPredictor
 
-    predictor = IOSPredictor(weights=args.weights, model=args.model, device="cpu", passes=args.passes)
+    predictor = IOSPredictor(weights=args.weights, model=args.model, device="cpu", passes=args.passes,
+                             mirror=args.mirror, paper_protocol=args.paper_protocol)
     summary = accuracy(predictor, Path(args.data))
     if not args.skip_speed:
         speed(predictor, Path(args.data), predictor.card.metrics["split_patients"]["test"][0])

@@ -87,3 +87,21 @@ def test_phantom_ios_weights_separate_teeth_from_gingiva_on_a_held_out_scan(tmp_
     assert ((result.labels > 0) == (truth.labels > 0)).mean() >= 0.90
     assert set(np.unique(result.labels)) <= {0} | set(fdi.teeth_of_jaw(jaw))
     assert len(result.teeth) >= 10
+
+
+def test_paper_protocol_keeps_the_networks_argmax_without_our_clean_up(predictor, monkeypatch):
+    """CBCTPredictor(paper_protocol=True): every voxel keeps its most probable class (the paper's
+    output); the connected-component clean-up and the order-aware numbering (ours) do not run, so
+    islands the default pipeline removes stay; the provenance says which protocol ran."""
+    from ToothMCLCore.inference import cbct
+    from ToothMCLCore.inference.cbct import CBCTPredictor
+
+    image, _ = make_cbct_phantom(seed=103, spacing=0.8, field_of_view_mm=(120, 120, 90))
+    ours = predictor.predict(image)
+    monkeypatch.setattr(cbct, "number_teeth", lambda *a: pytest.fail("the paper protocol cleans nothing"))
+    paper = CBCTPredictor(device="cpu", paper_protocol=True).predict(image)
+    assert paper.provenance["paper_protocol"] and not ours.provenance["paper_protocol"]
+    assert paper.labels.array.shape == ours.labels.array.shape
+    # the clean-up only removes or renumbers: every voxel our pipeline calls tooth is tooth in the argmax
+    assert np.all(paper.labels.array[ours.labels.array > 0] > 0)
+    assert (paper.labels.array > 0).sum() >= (ours.labels.array > 0).sum()

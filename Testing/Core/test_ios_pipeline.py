@@ -255,3 +255,36 @@ def test_point_cloud_without_faces_is_segmented(tmp_path, ios_phantoms, tiny_ios
     out = tmp_path / "cloud.json"
     assert main(["segment-ios", str(path), "-o", str(out), "--weights", str(tiny_ios_weights), "-q"]) == 0
     assert len(read_teeth3ds_json(out).labels) == mesh.n_vertices
+
+
+def test_paper_protocol_labels_each_vertex_by_its_most_probable_class_from_one_sampling(ios_phantoms, tiny_ios_weights,
+                                                                                        monkeypatch, tmp_path,
+                                                                                        capsys):
+    """--paper-protocol: one sampling, no mirror, and every vertex takes the FDI number of its most
+    probable class (our region clean-up and order-aware numbering are skipped); the provenance says
+    so; asking for more passes or the mirror with it is refused with advice."""
+    from ToothMCLCore.errors import InvalidInputError
+    from ToothMCLCore.inference import ios
+
+    mesh = ios_phantoms["lower"]
+    per_pass = []
+    transfer = ios.transfer_probabilities
+    monkeypatch.setattr(ios, "transfer_probabilities", lambda *a: (per_pass.append(transfer(*a)), per_pass[-1])[1])
+    monkeypatch.setattr(ios, "number_vertices", lambda *a: pytest.fail("the paper protocol numbers no regions"))
+    result = ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", paper_protocol=True).predict(mesh, "lower")
+    assert len(per_pass) == 1
+    expected = fdi.class_index_to_fdi(per_pass[0].argmax(axis=1), "ios_lower")
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.provenance["paper_protocol"] and result.provenance["sampling_passes"] == 1
+    assert not result.provenance["mirror_passes"]
+    teeth = sorted(set(expected) - {0}, key=lambda t: fdi.tooth(t).arch_index)
+    assert [int(np.unique(result.instances[result.labels == t])[0]) for t in teeth] == list(range(1, len(teeth) + 1))
+    for options in ({"passes": 3}, {"mirror": True}):
+        with pytest.raises(InvalidInputError, match="paper's protocol samples once"):
+            ios.IOSPredictor(weights=tiny_ios_weights, device="cpu", paper_protocol=True, **options)
+    path = tmp_path / "P_lower.ply"
+    write_mesh(path, mesh)
+    assert main(["segment-ios", str(path), "-o", str(tmp_path / "out.json"), "--weights", str(tiny_ios_weights),
+                 "--paper-protocol", "--passes", "2", "-q"]) != 0
+    assert "paper's protocol samples once" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()

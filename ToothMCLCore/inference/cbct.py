@@ -97,6 +97,8 @@ class CBCTPredictor:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         roi_weights: override of the ROI model (path); by default the card's ``roi_model``.
         use_roi: False to segment the whole volume (the benchmark's baseline).
+        paper_protocol: each voxel takes its most probable class, as in the ToothMCL paper; the
+            connected-component clean-up and the order-aware numbering (ours) are skipped.
         overlap: override of the card's sliding-window overlap.
         whole_crop_max_voxels: override of the card's one-window limit
             (:class:`~ToothMCLCore.config.SlidingWindowConfig`; 0 = always overlapping windows).
@@ -105,7 +107,8 @@ class CBCTPredictor:
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto",
                  roi_weights=None, use_roi: bool = True, overlap: float | None = None,
-                 whole_crop_max_voxels: int | None = None, load_in_background: bool = False):
+                 whole_crop_max_voxels: int | None = None, load_in_background: bool = False,
+                 paper_protocol: bool = False):
         path, expected = _locate(weights, model)
         self.card = verify_checkpoint(path, expected)
         if self.card.task != "cbct_teeth":
@@ -125,6 +128,7 @@ class CBCTPredictor:
             self.roi_card = verify_checkpoint(roi_path, roi_expected)
             self.roi_config = ROIConfig(spacing_mm=float(self.roi_card.preprocess.get("spacing_mm", 1.5)))
         self.use_roi = use_roi
+        self.paper_protocol = bool(paper_protocol)
 
         def build():
             dev = resolve_device(device)
@@ -174,7 +178,10 @@ class CBCTPredictor:
         probs = self._sliding_window(crop, report)
         report("postprocess", 0.85)
         class_map = probs.argmax(axis=0).astype(np.uint8)
-        labels_crop = number_teeth(class_map, probs, crop_geom, self.post_config)
+        if self.paper_protocol:
+            labels_crop = fdi.class_index_to_fdi(class_map, "cbct").astype(np.uint8)
+        else:
+            labels_crop = number_teeth(class_map, probs, crop_geom, self.post_config)
         del probs
         report("restore", 0.95)
         labels = self._restore(labels_crop, crop_geom, volume)
@@ -187,6 +194,7 @@ class CBCTPredictor:
             "roi_model": self.roi_card.name if self.roi_card else "",
             "roi_rule": rule,
             "intensity_offset": info["intensity_offset"],
+            "paper_protocol": self.paper_protocol,
             "spacing_mm": info["spacing_mm"],
             "toothmcl_version": __version__,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

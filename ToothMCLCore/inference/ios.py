@@ -115,12 +115,24 @@ class IOSPredictor:
             ``"sampling_passes"`` (set where the model was measured), else :data:`DEFAULT_PASSES`.
         mirror: also segment each sample's mirror image (module docstring); None takes the
             card's ``preprocess`` ``"mirror_passes"``, else off (the paper's way).
+        paper_protocol: run the ToothMCL paper's pipeline only, to compare with its tables: one
+            sampling, no mirror, and each vertex takes its most probable class (stage 4, the
+            region clean-up and the order-aware numbering, is ours and is skipped).
+
+    Raises:
+        InvalidInputError: ``paper_protocol`` with ``passes`` other than 1 or with ``mirror``.
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto", passes: int | None = None,
-                 mirror: bool | None = None):
+                 mirror: bool | None = None, paper_protocol: bool = False):
         if passes is not None and int(passes) < 1:
             raise InvalidInputError(f"passes must be at least 1 (got {passes})")
+        if paper_protocol and ((passes is not None and int(passes) != 1) or mirror):
+            raise InvalidInputError("the paper's protocol samples once without a mirror pass: drop --passes / "
+                                    "--mirror, or drop --paper-protocol")
+        self.paper_protocol = bool(paper_protocol)
+        if self.paper_protocol:
+            passes, mirror = 1, False
         self.device = resolve_device(device)
         self.net, self.card = _load(weights, model or DEFAULT_IOS_MODEL, self.device)
         if self.card.task != "ios_teeth":
@@ -167,7 +179,11 @@ class IOSPredictor:
             probs = vertex_probs if k == 0 else probs + vertex_probs
         probs /= self.passes
         report("postprocess", 0.8)
-        labels, instances = number_vertices(mesh, probs, pts, jaw)
+        if self.paper_protocol:
+            labels = fdi.class_index_to_fdi(probs.argmax(axis=1), f"ios_{jaw}").astype(np.int32)
+            instances = arch_instances(labels)
+        else:
+            labels, instances = number_vertices(mesh, probs, pts, jaw)
         if mapping is not None:
             labels, instances = labels[mapping], instances[mapping]
         file_labels = scan.to_file_order(labels).astype(np.int32)
@@ -177,6 +193,7 @@ class IOSPredictor:
         provenance = {
             "model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
             "jaw": jaw, "points_sampled": len(idx), "sampling_passes": self.passes, "mirror_passes": self.mirror,
+            "paper_protocol": self.paper_protocol,
             "decimated_from_faces": n_faces if mapping is not None else 0,
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -297,6 +314,15 @@ def number_vertices(mesh: SurfaceMesh, probs: np.ndarray, points: np.ndarray, ja
     for inst, i in enumerate(order, start=1):
         instances[regions[i]] = inst
     return labels, instances
+
+
+def arch_instances(labels: np.ndarray) -> np.ndarray:
+    """(N,) int32 instance ids 1..n of the teeth from the patient's right in arch order, 0 gingiva."""
+    out = np.zeros(len(labels), np.int32)
+    teeth = sorted(fdi.present_teeth(np.unique(labels)), key=lambda n: fdi.tooth(n).arch_index)
+    for i, n in enumerate(teeth, start=1):
+        out[labels == n] = i
+    return out
 
 
 def summarize_mesh(mesh: SurfaceMesh, labels: np.ndarray) -> list[IOSToothSummary]:

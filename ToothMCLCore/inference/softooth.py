@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import __version__, fdi
+from .. import __version__
 from ..config import _strict_from_dict, _to_dict
 from ..errors import ConfigError, WeightsError
 from ..io.mesh import MeshReadResult
@@ -58,7 +58,7 @@ from ..preprocessing.ios import COORDINATE_SCALE_MM
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
 from .device import resolve_device
-from .ios import IOSResult, prepare_scan_and_jaw, summarize_mesh
+from .ios import IOSResult, arch_instances, prepare_scan_and_jaw, summarize_mesh
 
 if TYPE_CHECKING:
     from ..preprocessing.softooth import SOFToothInput
@@ -255,15 +255,6 @@ def number_faces(outputs: dict, faces: np.ndarray, jaw: str, settings: SOFToothS
                                     settings.mask_threshold, settings.duplicate_iou, bool(settings.fdi_order))
     face_fdi = faces_to_fdi(mask_logits, instance_fdi, settings.mask_threshold)
     return largest_regions(faces, face_fdi, int(settings.min_tooth_faces))
-
-
-def arch_instances(labels: np.ndarray) -> np.ndarray:
-    """(N,) int32 instance ids 1..n of the teeth from the patient's right in arch order, 0 gingiva."""
-    out = np.zeros(len(labels), np.int32)
-    teeth = sorted(fdi.present_teeth(np.unique(labels)), key=lambda n: fdi.tooth(n).arch_index)
-    for i, n in enumerate(teeth, start=1):
-        out[labels == n] = i
-    return out
 
 
 class SOFToothPredictor:

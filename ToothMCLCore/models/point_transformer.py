@@ -11,6 +11,14 @@ Defaults are those of the ToothMCL authors' IOS configuration: input features 6 
 normals), planes (32, 64, 128, 256, 512), blocks (2, 3, 4, 6, 3), strides (1, 4, 4, 4, 4),
 neighbours (36, 24, 24, 24, 24), 8 channels per attention group.
 
+Departures from the original (ours, not the paper's): LayerNorm wherever the original has
+BatchNorm. The ToothMCL paper trains with batches of one jaw (and inference sees one), where
+batch statistics are those of a single scan's points and differ between training and
+inference; LayerNorm normalises each point's channels and behaves the same in both. (On the
+real-scan overfit probe of the position encoding, LayerNorm(3), BatchNorm or none made no
+difference.) The internal farthest point sampling starts at each sample's first point, as the
+reference implementation's CUDA kernel (pointops) does.
+
 Shapes: points ``(B, N, 3)`` float32, features ``(B, N, C_in)``; the segmentation network
 returns logits ``(B, N, num_classes)``. Every sample of a batch has the same N (the paper
 samples 24,000 points per jaw). :class:`PointTransformerEncoder` is usable on its own: the

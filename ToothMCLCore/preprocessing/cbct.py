@@ -1,7 +1,12 @@
 """CBCT preprocessing as in the ToothMCL paper (Methods, Data Preprocessing).
 
 Steps: reorient to RAS and resample to isotropic spacing in one interpolation (trilinear for
-images, nearest for labels), clip to [0, 2500] and min-max normalise to [0, 1].
+images, nearest for labels), clip to [0, 2500] and divide by 2500 to [0, 1]. The paper says
+"clipped to [0, 2500] HU and min-max normalised each volume"; we divide by the window's fixed
+width instead of each volume's own range (a clipped scan with air and enamel spans the whole
+window anyway; a fixed divisor keeps a scan without air at the same scale). The stored offset
+detected before clipping (:class:`~ToothMCLCore.config.CBCTPreprocessConfig`, ours) makes the
+window [-1000, 1500] HU on scans stored in HU with air at -1000.
 
 Resampling uses SimpleITK's multi-threaded ``Resample`` rather than hand-written code: it
 handles oblique directions exactly and is fast on large volumes. When the input grid already

@@ -130,8 +130,37 @@ def test_folder_report_has_the_softooth_metrics_per_case_and_in_percent(tmp_path
     summary = (report / "summary.md").read_text()
     line = next(x for x in summary.splitlines() if x.startswith("| confusion premolars"))
     assert "50.00" in line and "(%)" in line
+    assert "## SOFTooth protocol: pooled over all jaws (%)" in summary
+    header = next(x for x in summary.splitlines() if x.startswith("| method | OA | mIoU | BG | T1 |"))
+    assert header.rstrip().endswith("T15 | T16 |")
     capsys.readouterr()
     single = ["evaluate-ios", str(pred_dir / "P1_upper.json"), str(gt_dir / "P1_upper.json"),
               "--mesh", str(gt_dir / "P1_upper.obj")]
     assert main(single) == 0
     assert json.loads(capsys.readouterr().out)["pair_counts"]["pair_cen_lat"] == {"teeth": 3, "confused": 1}
+
+
+def test_set_level_figures_pool_the_jaws_counts_as_the_papers_tables_do():
+    """Two jaws: T1 (11) IoU 2/4 in one, 0/2 in the other: pooled 2/6 = 33.3 %, not the per-jaw mean
+    25 %; OA pools vertices (8 of 12 right); pair rates pool teeth (1 confused of 4 =
+    25 %, not the mean 50 %); T8/T16 and BG are columns of their own."""
+    from ToothMCLCore.evaluation.ios_metrics import pool_semantic, semantic_metrics
+
+    gt_a = np.array([0] * 6 + [11] * 4)
+    pred_a = np.array([0] * 6 + [11, 11, 0, 0])
+    gt_b, pred_b = np.array([11, 11]), np.array([12, 12])
+    counts = [semantic_metrics(pred_a, gt_a, "upper")["class_counts"],
+              semantic_metrics(pred_b, gt_b, "upper")["class_counts"]]
+    pairs = [{"pair_2nd3rd": {"teeth": 0, "confused": 0}, "pair_pre_mo": {"teeth": 2, "confused": 0},
+              "pair_cen_lat": {"teeth": 3, "confused": 0}},
+             {"pair_2nd3rd": {"teeth": 0, "confused": 0}, "pair_pre_mo": {"teeth": 0, "confused": 0},
+              "pair_cen_lat": {"teeth": 1, "confused": 1}}]
+    pooled = pool_semantic(counts, pairs)
+    assert pooled["T1"] == pytest.approx(2 / 6)
+    assert pooled["OA"] == pytest.approx(8 / 12)
+    assert pooled["BG"] == pytest.approx(6 / 8)      # gingiva: 6 right, 2 predicted where it is not
+    assert pooled["T2"] == 0.0                       # 12 predicted, never true
+    assert math.isnan(pooled["T8"]) and math.isnan(pooled["T16"]) and math.isnan(pooled["third_molar_IoU"])
+    assert pooled["mIoU"] == pytest.approx(np.mean([6 / 8, 2 / 6, 0.0]))
+    assert pooled["pair_cen_lat"] == pytest.approx(0.25) and pooled["pair_pre_mo"] == 0.0
+    assert math.isnan(pooled["pair_2nd3rd"])

@@ -87,7 +87,8 @@ def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike
             pred = read_teeth3ds_json(pred_path, n_vertices=n, jaw=gt.jaw)
             m = evaluate_ios(pred.labels, pred.instances, gt.labels, gt.instances, vertices, jaw=gt.jaw)
             scores.append(CaseScore(case, method, score_teeth(pred.labels, gt.labels),
-                                    {k: float(m[k]) for k in IOS_METRICS}, str(pred_path), str(truth_path)))
+                                    {k: float(m[k]) for k in IOS_METRICS}, str(pred_path), str(truth_path),
+                                    counts={"classes": m["class_counts"], "pairs": m["pair_counts"]}))
     if progress:
         progress("evaluating", 1.0)
     dirs = {m: str(Path(d).resolve()) for m, d in prediction_dirs.items()}
@@ -95,3 +96,15 @@ def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike
                             "vertices")
     check_has_teeth(evaluation)
     return evaluation
+
+
+def pooled_ios(evaluation: Evaluation) -> dict[str, dict]:
+    """{method: :func:`~.ios_metrics.pool_semantic` over all its jaws}: SOFTooth's Table I
+    (OA, mIoU, BG and T1-T16 IoU) and Table III (pair rates) pooled over the set."""
+    from .ios_metrics import pool_semantic
+
+    out = {}
+    for method in evaluation.methods:
+        mine = [s for s in evaluation.scores if s.method == method and s.counts]
+        out[method] = pool_semantic([s.counts["classes"] for s in mine], [s.counts["pairs"] for s in mine])
+    return out

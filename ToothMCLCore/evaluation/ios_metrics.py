@@ -186,7 +186,10 @@ def semantic_metrics(pred_labels, gt_labels, jaw: str) -> dict:
     """OA, mIoU and per-class IoU over the 17 classes of ``ios_<jaw>`` (see module docstring).
 
     Returns:
-        ``{"OA": float, "mIoU": float, "iou_per_class": {label value: IoU or NaN}}``.
+        ``{"OA": float, "mIoU": float, "iou_per_class": {label value: IoU or NaN},
+        "class_counts": {"correct", "total", "inter_<k>", "union_<k>"}}``: the counts behind
+        them, ``k`` the class index (0 gingiva, 1-8 the patient's right quadrant, 9-16 the
+        left), which :func:`pool_semantic` adds up over a set of jaws.
     """
     pred = np.asarray(pred_labels).astype(np.int64).ravel()
     gt = np.asarray(gt_labels).astype(np.int64).ravel()
@@ -194,13 +197,54 @@ def semantic_metrics(pred_labels, gt_labels, jaw: str) -> dict:
         raise InvalidInputError(f"prediction has {pred.size} labels, ground truth {gt.size}")
     classes = fdi.class_index_to_fdi(np.arange(fdi.num_classes(f"ios_{jaw}")), f"ios_{jaw}")
     ious = {}
-    for c in classes.tolist():
+    counts = {"correct": float(np.sum(pred == gt)), "total": float(gt.size)}
+    for k, c in enumerate(classes.tolist()):
         p, g = pred == c, gt == c
-        union = int((p | g).sum())
-        ious[c] = float((p & g).sum() / union) if union else float("nan")
+        union, inter = int((p | g).sum()), int((p & g).sum())
+        ious[c] = float(inter / union) if union else float("nan")
+        counts[f"inter_{k}"], counts[f"union_{k}"] = float(inter), float(union)
     valid = [v for v in ious.values() if not np.isnan(v)]
     return {"OA": float(np.mean(pred == gt)) if gt.size else float("nan"),
-            "mIoU": float(np.mean(valid)) if valid else float("nan"), "iou_per_class": ious}
+            "mIoU": float(np.mean(valid)) if valid else float("nan"), "iou_per_class": ious,
+            "class_counts": counts}
+
+
+#: SOFTooth's Table I columns: class index -> name (T1..T8 one quadrant from the central incisor,
+#: T9..T16 the other; both jaws pool into the same 17 classes, as in the 3DTeethSeg'22 formulation)
+POOLED_CLASS_NAMES = {0: "BG", **{k: f"T{k}" for k in range(1, 17)}}
+
+
+def pool_semantic(per_jaw_counts: list[dict], pair_counts: list[dict] | None = None) -> dict:
+    """SOFTooth's set-level figures from per-jaw counts (:func:`semantic_metrics`'s
+    ``class_counts``, :func:`~.softooth_metrics.pair_confusion`'s ``pair_counts``).
+
+    Pooled, not averaged per jaw, as the paper's tables are: ``OA`` = correct vertices over all
+    vertices; the IoU of each class = its intersections over its unions summed over the jaws
+    (``BG``, ``T1`` .. ``T16``: T1-T8 the patient's right quadrant, central incisor to third
+    molar, T9-T16 the left; upper and lower jaws pool into the same class), NaN for a class
+    that no jaw has; ``mIoU`` their mean (Table I); ``T8`` and ``T16`` the third molars' IoU
+    (Table I; Table II's "3rd molars IoU" is their mean, ``third_molar_IoU``); each Table III
+    pair rate = confused teeth over counted teeth of all jaws.
+    """
+    total = {}
+    for counts in per_jaw_counts:
+        for key, value in counts.items():
+            total[key] = total.get(key, 0.0) + float(value)
+    out = {"OA": total["correct"] / total["total"] if total.get("total") else float("nan")}
+    ious = {}
+    for k, name in POOLED_CLASS_NAMES.items():
+        union = total.get(f"union_{k}", 0.0)
+        ious[name] = total.get(f"inter_{k}", 0.0) / union if union else float("nan")
+    valid = [v for v in ious.values() if not np.isnan(v)]
+    out["mIoU"] = float(np.mean(valid)) if valid else float("nan")
+    out.update(ious)
+    molars = [ious[n] for n in ("T8", "T16") if not np.isnan(ious[n])]
+    out["third_molar_IoU"] = float(np.mean(molars)) if molars else float("nan")
+    for name in ("pair_2nd3rd", "pair_pre_mo", "pair_cen_lat"):
+        teeth = sum(c[name]["teeth"] for c in pair_counts or [])
+        confused = sum(c[name]["confused"] for c in pair_counts or [])
+        out[name] = confused / teeth if teeth else float("nan")
+    return out
 
 
 def evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, vertices, jaw: str | None = None) -> dict:

@@ -278,9 +278,10 @@ def summary_markdown(evaluation: Evaluation) -> str:
                    "labelled as the pair's other kind in the same quadrant; lower is better) and the "
                    "Table IV normalised centre error (L1 distance of predicted and ground-truth tooth "
                    "centres over the bounding-box diagonal; lower is better). Here they are per-jaw values "
-                   "averaged over the jaws that have one; the paper pools its confusion counts over all "
-                   "jaws."),
+                   "averaged over the jaws that have one; the paper pools its counts over all jaws "
+                   "(next section)."),
                   "", *_table(metric, evaluation, "metric", False), ""]
+        lines += _pooled_ios(evaluation)
     lines += ["## Dice per FDI tooth (%)", "", *_table(tooth_rows(evaluation), evaluation, "tooth", True), ""]
     lines += _worst_cases(evaluation)
     lines += ["## How the numbers are made", "", *_rules(evaluation), ""]
@@ -299,6 +300,35 @@ def summary_markdown(evaluation: Evaluation) -> str:
               (f"- `{PER_TOOTH}`: one row per case, method and tooth (status `found`, `{MISSED}` or "
                f"`{FALSE_POSITIVE}`, Dice, sizes in {evaluation.unit})."), ""]
     return "\n".join(lines)
+
+
+def _pooled_ios(evaluation: Evaluation) -> list[str]:
+    """SOFTooth's Tables I and III pooled over all jaws of the set, per method (%)."""
+    from .ios_eval import pooled_ios
+    from .ios_metrics import POOLED_CLASS_NAMES
+
+    pooled = pooled_ios(evaluation)
+    if not any(pooled.values()):
+        return []
+    columns = ["OA", "mIoU", *POOLED_CLASS_NAMES.values()]
+    pairs = ["third_molar_IoU", "pair_2nd3rd", "pair_pre_mo", "pair_cen_lat"]
+
+    def cell(value):
+        return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+    lines = ["## SOFTooth protocol: pooled over all jaws (%)", "",
+             ("As the paper's Tables I and III count them: every vertex of every jaw pooled before "
+              "dividing (not a mean of per-jaw values). BG = gingiva; T1-T8 the patient's right "
+              "quadrant from the central incisor to the third molar, T9-T16 the left, upper and lower "
+              "jaws in the same class; T8 and T16 are the third molars, 3rd-molar IoU their mean; the "
+              "confusion rates count the ground-truth teeth of each pair over all jaws (lower is "
+              "better); n/a: no jaw has that class."), "",
+             "| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {_md(m)} | " + " | ".join(cell(pooled[m][c]) for c in columns) + " |" for m in evaluation.methods]
+    lines += ["", "| method | 3rd-molar IoU | 2nd vs 3rd molars | premolars vs 1st molars | central vs lateral |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {_md(m)} | " + " | ".join(cell(pooled[m][c]) for c in pairs) + " |" for m in evaluation.methods]
+    return lines + [""]
 
 
 def _worst_cases(evaluation: Evaluation) -> list[str]:

@@ -67,6 +67,9 @@ class CaseScore:
             ``OA``, ``mIoU``); empty for CBCT.
         prediction, truth: the files compared.
         notes: what the reader should know about this case (one sentence each).
+        counts: what set-level (pooled) figures add up (IOS: ``"classes"``, the per-class
+            intersections and unions of :func:`~.ios_metrics.semantic_metrics`; ``"pairs"``,
+            the Table III counts); empty for CBCT.
     """
 
     case: str
@@ -76,6 +79,7 @@ class CaseScore:
     prediction: str = ""
     truth: str = ""
     notes: tuple[str, ...] = ()
+    counts: dict = field(default_factory=dict)
 
     @property
     def counted(self) -> dict[int, float]:

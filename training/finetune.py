@@ -205,18 +205,19 @@ def load_pretrained_encoder(target, path, modality: str, arch: dict) -> dict:
 class _FinetuneTask(Task):
     modality = ""
 
-    def __init__(self, config, train: TrainConfig, data_dir):
+    def __init__(self, config, train: TrainConfig, data_dir, fold: int | None = None):
         from ToothMCLCore.io.dataset_layout import read_dataset
 
-        self.config, self.train, self.data_dir = config, train, Path(data_dir)
+        self.config, self.train, self.data_dir, self.fold = config, train, Path(data_dir), fold
         dataset = read_dataset(data_dir, verify=False)
         if dataset.modality != self.modality:
             raise ConfigError(f"{data_dir} holds {dataset.modality.upper()} cases, not {self.modality.upper()}; "
                               f"fine-tune '{dataset.modality}' on it, or give a {self.modality.upper()} export")
-        self.train_cases = dataset.split("train")
-        self.val_cases = dataset.split("val")[: config.max_val_cases or None]
+        self.train_cases = dataset.split("train", fold)
+        self.val_cases = dataset.split("val", fold)[: config.max_val_cases or None]
         if not self.train_cases:
-            raise ConfigError(f"{data_dir} has no case in its train split")
+            raise ConfigError(f"{data_dir} has no case in its train split"
+                              + (f" outside fold {fold}" if fold is not None else ""))
         self.cache_dir = str(Path(train.out_dir) / "cache") if config.cache_dir == "auto" else config.cache_dir
         self.init_report: dict = {}
 
@@ -371,6 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--init", choices=INITS, help="pretrained encoder or from scratch (the paper's ablation)")
     p.add_argument("--encoder", help="cbct_encoder / ios_encoder .safetensors written by training.pretrain")
     p.add_argument("--out", help="output folder (train.out_dir)")
+    p.add_argument("--fold", type=int, help="cross-validation: train on the other folds of an export with folds "
+                                            "(convert-dataset --folds K), leaving fold FOLD to test")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = parse_overrides(args.overrides)
@@ -384,7 +387,7 @@ def main(argv=None) -> int:
     task_cls, config_cls = TASKS[args.modality]
     try:
         cfg = load_config(args.config, {"train": TrainConfig, args.modality: config_cls}, overrides)
-        path = fit(task_cls(cfg[args.modality], cfg["train"], args.data), cfg["train"])
+        path = fit(task_cls(cfg[args.modality], cfg["train"], args.data, args.fold), cfg["train"])
     except ToothMCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -103,6 +103,7 @@ class SOFToothTrainConfig:
             the paper's ablations (Tables II-III).
         match_centre, match_order: the centre (Eq. 12) and order (Eq. 13) terms of FHM's
             matching; both off = the vanilla Hungarian matcher (Table IV).
+        fold: cross-validation fold left out of training (an export with folds; -1 = none).
         fdi_order: number the teeth with the order prior at inference (written into the card,
             :class:`~ToothMCLCore.inference.softooth.SOFToothSettings`); off for "w/o FHM".
     The card's notes name every part that is off.
@@ -129,6 +130,7 @@ class SOFToothTrainConfig:
     match_centre: bool = True
     match_order: bool = True
     fdi_order: bool = True
+    fold: int = -1
 
     def __post_init__(self):
         if not self.data and self.phantoms < 1:
@@ -195,8 +197,9 @@ def phantom_sources(first_seed: int, patients: int, resolution_mm: float) -> lis
             for seed in range(first_seed, first_seed + patients) for jaw in fdi.JAWS]
 
 
-def dataset_sources(folder, split: str) -> list[ScanSource]:
-    """The cases of one split of a Teeth3DS export (files checked against the manifest)."""
+def dataset_sources(folder, split: str, fold: int | None = None) -> list[ScanSource]:
+    """The cases of one split of a Teeth3DS export (files checked against the manifest); with
+    ``fold``, of that cross-validation fold (:meth:`~ToothMCLCore.io.dataset_reader.Dataset.split`)."""
     from ToothMCLCore.io.dataset_reader import read_dataset
     from ToothMCLCore.io.mesh import clean_mesh
 
@@ -217,7 +220,7 @@ def dataset_sources(folder, split: str) -> list[ScanSource]:
     def identity(case):
         return ":".join(sha[case.paths[role].relative_to(dataset.root).as_posix()] for role in ("mesh", "labels"))
 
-    return [ScanSource(case.case_id, identity(case), loader(case)) for case in dataset.split(split)]
+    return [ScanSource(case.case_id, identity(case), loader(case)) for case in dataset.split(split, fold)]
 
 
 class SOFToothScans(torch.utils.data.Dataset):
@@ -364,7 +367,8 @@ class SOFToothTask(Task):
             self._sam_id = sam.weights_id
         settings = cfg.settings(self._sam_id)
         if cfg.data:
-            train, val = dataset_sources(cfg.data, "train"), dataset_sources(cfg.data, "val")
+            fold = None if cfg.fold < 0 else cfg.fold
+            train, val = dataset_sources(cfg.data, "train", fold), dataset_sources(cfg.data, "val", fold)
         else:
             train = phantom_sources(cfg.phantom_first_seed, cfg.phantoms, cfg.phantom_resolution_mm)
             val = phantom_sources(cfg.phantom_first_seed + cfg.phantoms, cfg.val_phantoms, cfg.phantom_resolution_mm)

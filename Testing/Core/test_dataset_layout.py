@@ -300,3 +300,46 @@ def test_gzip_payload_is_the_plain_nifti(tmp_path):
     expected = fdi.fdi_to_class_index(_cbct("a", "a").labels.array, "cbct")
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ds" / "labelsTr" / "a.nii.gz")))
     np.testing.assert_array_equal(seg, expected)
+
+
+def test_folds_hold_whole_patients_balance_the_cases_and_repeat_with_the_seed():
+    """3 folds of 10 patients (one with 3 scans): every patient in one fold, case counts within one
+    patient's cases of each other, the same folds for the same seed, 1 fold or too many refused."""
+    from ToothMCLCore.io.dataset_split import assign_folds
+
+    patients = {f"p{i}": 2 for i in range(9)} | {"big": 3}
+    folds = assign_folds(patients, 3, seed=4)
+    assert set(folds) == set(patients) and set(folds.values()) == {0, 1, 2}
+    sizes = [sum(n for p, n in patients.items() if folds[p] == k) for k in range(3)]
+    assert sum(sizes) == 21 and max(sizes) - min(sizes) <= 3
+    assert assign_folds(patients, 3, seed=4) == folds
+    with pytest.raises(InvalidInputError, match="at least 2 folds"):
+        assign_folds(patients, 1)
+    with pytest.raises(InvalidInputError, match="11 folds need at least 11 patients"):
+        assign_folds(patients, 11)
+
+
+def test_a_given_test_list_and_cross_validation_folds_reach_the_reader(tmp_path):
+    """Listed test cases put their patient (both jaws) in test, the rest is train/val; with folds,
+    split(name, fold=k) tests on fold k and trains on the other folds' train cases only."""
+    records = [_ios(f"P{i}_{jaw}", f"P{i}", jaw, seed=i) for i in range(8) for jaw in ("upper", "lower")]
+    ds = write_dataset(records, tmp_path / "ds", "teeth3ds", split=(0.75, 0.25, 0.0), test_cases={"P3_upper",
+                       "P6_lower"}, folds=3)
+    back = read_dataset(tmp_path / "ds")
+    assert {c.case_id for c in back.split("test")} == {"P3_upper", "P3_lower", "P6_upper", "P6_lower"}
+    assert {c.patient_id for c in back.split("train")} | {c.patient_id for c in back.split("val")} == {
+        f"P{i}" for i in (0, 1, 2, 4, 5, 7)}
+    assert back.split("val") and back.manifest["split"]["test"] == "given list"
+    assert back.folds == 3 == ds.folds
+    for k in range(3):
+        test = back.split("test", fold=k)
+        train = back.split("train", fold=k)
+        assert test and all(c.fold == k for c in test)
+        assert {c.patient_id for c in test}.isdisjoint({c.patient_id for c in train})
+        assert all(c.split == "train" and c.fold != k for c in train)
+    assert sorted(c.case_id for k in range(3) for c in back.split("test", fold=k)) == sorted(r.case_id for r in records)
+    with pytest.raises(InvalidInputError, match="fold 3 does not exist"):
+        back.split("test", fold=3)
+    plain = write_dataset(records, tmp_path / "plain", "teeth3ds")
+    with pytest.raises(InvalidInputError, match="exported without folds"):
+        plain.split("train", fold=0)

@@ -213,3 +213,20 @@ def test_given_mirror_a_step_sees_the_jaw_mirrored_with_each_tooth_renumbered_as
     assert "mirror image (teeth renumbered) with probability 1.0" in task.model_card(task.build_model(), {}).notes
     with pytest.raises(ConfigError, match="ios.mirror is a probability"):
         IOSFinetuneConfig(init="scratch", mirror=1.5)
+
+
+def test_fine_tuning_with_a_fold_trains_on_the_other_folds_only(ios_export, tmp_path):
+    """finetune --fold k on an export with folds: no training or validation jaw of fold k's patients."""
+    from ToothMCLCore.io.dataset_reader import read_dataset
+
+    source = read_dataset(ios_export)
+    records = [case.load() for case in source.cases]
+    folded = tmp_path / "folded"
+    ds = write_dataset(records, folded, "teeth3ds", split=(0.6, 0.4, 0.0), seed=1, folds=3)
+    config, train = configs("finetune_ios_tiny.yaml", "ios", IOSFinetuneConfig, tmp_path, tmp_path / "cache",
+                            init="scratch")
+    for k in range(3):
+        task = IOSFinetuneTask(config, train, folded, fold=k)
+        held = {c.patient_id for c in ds.split("test", k)}
+        used = {c.patient_id for c in task.train_cases + task.val_cases}
+        assert held and used and held.isdisjoint(used)

@@ -541,3 +541,31 @@ def test_convert_dataset_command_refuses_bad_options_and_splits(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):
         _parser().parse_args(["convert-dataset", "cui", "a", "b", "--split", "0.8,0.3,0.1"])
+
+
+def test_convert_teeth3ds_with_the_official_test_list_and_three_folds(tmp_path, capsys):
+    """convert-dataset teeth3ds --test-list private-testing-set.txt --folds 3: the listed scans'
+    patients are the test split (a list entry may carry a suffix, comments are ignored), the
+    printout says so, and an empty list is refused with advice."""
+    from ToothMCLCore.cli import main
+    from ToothMCLCore.io.dataset_reader import read_dataset
+
+    root = tmp_path / "teeth3ds"
+    for patient in ("AAA", "BBB", "CCC", "DDD"):
+        for jaw in ("upper", "lower"):
+            _teeth3ds_scan(root / jaw / patient, patient, jaw)
+    listed = tmp_path / "private-testing-set.txt"
+    listed.write_text("# official test scans\nBBB_lower.obj\nBBB_upper\n\nZZZ_upper\n")
+    out = tmp_path / "out"
+    assert main(["convert-dataset", "teeth3ds", str(root), str(out), "--test-list", str(listed), "--folds", "3",
+                 "--split", "0.7,0.3,0"]) == 0
+    printed = capsys.readouterr().out
+    assert "test from 1 list(s)" in printed and "3 folds" in printed and "test 2 cases of 1 patients" in printed
+    assert "1 listed test case(s) are not in" in printed
+    ds = read_dataset(out)
+    assert {c.case_id for c in ds.split("test")} == {"BBB_upper", "BBB_lower"}
+    assert ds.folds == 3 and {c.fold for c in ds.cases} == {0, 1, 2}
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# nothing\n")
+    assert main(["convert-dataset", "teeth3ds", str(root), str(tmp_path / "out2"), "--test-list", str(empty)]) != 0
+    assert "lists no case" in capsys.readouterr().err and not (tmp_path / "out2").exists()

@@ -13,7 +13,7 @@ import torch
 from ToothMCLCore import fdi
 from ToothMCLCore.cli import main
 from ToothMCLCore.config import ModelCard
-from ToothMCLCore.errors import CancelledError, WeightsError
+from ToothMCLCore.errors import CancelledError, InvalidInputError, WeightsError
 from ToothMCLCore.inference.ios import IOSPredictor, ios_predictor
 from ToothMCLCore.inference.softooth import SOFToothPredictor, SOFToothSettings, largest_regions
 from ToothMCLCore.io.mesh import read_mesh, write_mesh
@@ -344,6 +344,28 @@ def test_teeth3ds_export_gives_training_scans_with_face_classes(tmp_path):
     item = SOFToothScans(train, SOFToothSettings(target_faces=600))[1]
     assert item["features"].shape == (len(item["labels"]), 24) and "sam" not in item
     assert 10 <= len(np.unique(item["labels"])) <= 17 and item["labels"].max() <= 16
+
+
+def test_softooth_fold_trains_on_the_other_folds_of_a_cross_validation_export(tmp_path):
+    """softooth.fold k (an export with --folds): training and validation scans come from the other
+    folds only; the scans of fold k are left for its test."""
+    from ToothMCLCore.io.dataset_layout import write_dataset
+    from ToothMCLCore.io.dataset_records import IOSRecord
+    from ToothMCLCore.synthetic.ios import make_ios_phantom
+    from training.train_softooth import dataset_sources
+
+    records = [IOSRecord(f"P{seed}_{jaw}", f"P{seed}", jaw, mesh, mesh.labels, mesh.instances)
+               for seed in (1, 2, 3) for jaw in fdi.JAWS
+               for mesh in [make_ios_phantom(seed, jaw=jaw, resolution_mm=2.0)]]
+    ds = write_dataset(records, tmp_path / "export", "teeth3ds", split=(1.0, 0.0, 0.0), folds=3)
+    for k in range(3):
+        held = {c.case_id for c in ds.split("test", k)}
+        trained = {s.name for s in dataset_sources(tmp_path / "export", "train", k)}
+        assert len(held) == 2 and len(trained) == 4 and held.isdisjoint(trained)
+    _, cfg = _train_config(tmp_path, data=str(tmp_path / "export"), fold=5)
+    assert cfg.fold == 5  # checked when the scans are read: fold 5 does not exist
+    with pytest.raises(InvalidInputError, match="fold 5 does not exist"):
+        dataset_sources(tmp_path / "export", "train", cfg.fold)
 
 
 def _held_out_scores(weights, scans):

@@ -92,7 +92,7 @@ from .dataset_reader import (
     sha256_file,
 )
 from .dataset_records import CBCTRecord, IOSRecord
-from .dataset_split import SPLITS, assign_splits, parse_fractions
+from .dataset_split import SPLITS, assign_folds, assign_splits, assign_splits_with_test, parse_fractions
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ _CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,149}")
 # ---------------------------------------------------------------------------------------------
 
 def write_dataset(records: Iterable[CBCTRecord | IOSRecord], out, format: str, split=(0.8, 0.1, 0.1),
-                  seed: int = 0, overwrite: bool = False, description: str = "") -> Dataset:
+                  seed: int = 0, overwrite: bool = False, description: str = "", test_cases=None,
+                  folds: int = 0) -> Dataset:
     """Write records as a dataset folder in our layout (see the module docstring).
 
     Args:
@@ -118,6 +119,13 @@ def write_dataset(records: Iterable[CBCTRecord | IOSRecord], out, format: str, s
         seed: split seed (:func:`~ToothMCLCore.io.dataset_split.assign_splits`).
         overwrite: replace an earlier export at ``out``.
         description: free text for ``dataset.json`` and the manifest.
+        test_cases: case ids of a given test set (a benchmark's official list): their patients
+            are the test split, the others are split into train and val by ``split``'s train
+            and val fractions (:func:`~ToothMCLCore.io.dataset_split.assign_splits_with_test`).
+        folds: with 2 or more, every case also gets the cross-validation fold of its patient
+            (:func:`~ToothMCLCore.io.dataset_split.assign_folds`), written as ``fold`` in the
+            manifest; :meth:`~ToothMCLCore.io.dataset_reader.Dataset.split` with ``fold=k`` then
+            tests on fold k.
 
     Returns:
         the written :class:`Dataset`.
@@ -144,7 +152,7 @@ def write_dataset(records: Iterable[CBCTRecord | IOSRecord], out, format: str, s
             logger.info("exported %s (%d so far)", entry["case_id"], len(entries))
         if not entries:
             raise InvalidInputError(f"there are no cases to export to {out}; nothing was written")
-        _finish(staging, entries, format, fractions, int(seed), description)
+        _finish(staging, entries, format, fractions, int(seed), description, test_cases, int(folds))
         _fsync_tree(staging)
         check_destination(out, overwrite)  # again: another process may have written there meanwhile
         _move_into_place(staging, out)
@@ -289,15 +297,27 @@ def _write_ios(staging: Path, record: IOSRecord, case_id: str, patient_id: str) 
             "labels_present": [int(v) for v in np.unique(labels)]}
 
 
-def _finish(staging: Path, entries: list, format: str, fractions, seed: int, description: str):
-    """Assign splits, move the test split (nnU-Net), write the JSON files and the manifest."""
+def _finish(staging: Path, entries: list, format: str, fractions, seed: int, description: str,
+            test_cases=None, folds: int = 0):
+    """Assign splits (and folds), move the test split (nnU-Net), write the JSON files and the manifest."""
     per_patient: dict[str, int] = {}
     for e in entries:
         per_patient[e["patient_id"]] = per_patient.get(e["patient_id"], 0) + 1
-    patient_split = assign_splits(per_patient, fractions, seed)
+    if test_cases is not None:
+        listed = set(test_cases)
+        unknown = sorted(listed - {e["case_id"] for e in entries})
+        if unknown:
+            logger.warning("%d case(s) of the test list are not in the export (first: %s)", len(unknown), unknown[0])
+        test_patients = {e["patient_id"] for e in entries if e["case_id"] in listed}
+        patient_split = assign_splits_with_test(per_patient, test_patients, fractions, seed)
+    else:
+        patient_split = assign_splits(per_patient, fractions, seed)
+    patient_fold = assign_folds(per_patient, folds, seed) if folds else {}
     entries.sort(key=lambda e: e["case_id"])
     for e in entries:
         e["split"] = patient_split[e["patient_id"]]
+        if folds:
+            e["fold"] = patient_fold[e["patient_id"]]
         if format == "nnunet" and e["split"] == "test":
             for role, rel in e["files"].items():
                 new = rel.replace("Tr/", "Ts/", 1)
@@ -317,6 +337,7 @@ def _finish(staging: Path, entries: list, format: str, fractions, seed: int, des
         "modality": FORMATS[format], "tool": {"name": "ToothMCL", "version": __version__},
         "description": str(description or ""), "label_values": label_values,
         "split": {"fractions": dict(zip(SPLITS, fractions)), "seed": seed, "by": "patient",
+                  "test": "given list" if test_cases is not None else "fraction", "folds": folds,
                   "counts": {s: {"cases": len(splits[s]),
                                  "patients": len({e["patient_id"] for e in entries if e["split"] == s})}
                              for s in SPLITS}},

@@ -39,6 +39,7 @@ class DatasetCase:
         paths: absolute paths: ``{"image", "labels"}`` (CBCT) or ``{"mesh", "labels"}`` (IOS).
         source, metadata: the record's, as kept in the manifest.
         label_values: class index -> label value of the CBCT label maps (None for IOS).
+        fold: cross-validation fold of the case's patient (exported with ``folds``), else None.
     """
 
     case_id: str
@@ -50,6 +51,7 @@ class DatasetCase:
     metadata: dict = field(default_factory=dict)
     jaw: str | None = None
     label_values: tuple | None = None
+    fold: int | None = None
 
     def load(self) -> CBCTRecord | IOSRecord:
         """The case's arrays, with FDI label values (CBCT class indices mapped back)."""
@@ -88,11 +90,28 @@ class Dataset:
     cases: tuple
     manifest: dict
 
-    def split(self, name: str) -> list[DatasetCase]:
-        """The cases of one split ("train", "val" or "test")."""
+    @property
+    def folds(self) -> int:
+        """Number of cross-validation folds of the export (0: none)."""
+        return int(self.manifest.get("split", {}).get("folds", 0) or 0)
+
+    def split(self, name: str, fold: int | None = None) -> list[DatasetCase]:
+        """The cases of one split ("train", "val" or "test").
+
+        With ``fold`` k (an export with folds): "test" is every case of fold k, whatever its
+        split; "train" and "val" are the train and val cases of the other folds (the
+        exported test split is not trained on in any fold)."""
         if name not in SPLITS:
             raise InvalidInputError(f"split must be one of {', '.join(SPLITS)} (got {name!r})")
-        return [c for c in self.cases if c.split == name]
+        if fold is None:
+            return [c for c in self.cases if c.split == name]
+        if not 0 <= int(fold) < self.folds:
+            raise InvalidInputError(f"fold {fold} does not exist in {self.root}: "
+                                    + (f"it has folds 0..{self.folds - 1}" if self.folds else
+                                       "it was exported without folds (convert-dataset --folds K)"))
+        if name == "test":
+            return [c for c in self.cases if c.fold == int(fold)]
+        return [c for c in self.cases if c.fold != int(fold) and c.split == name]
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """split -> (cases, patients)."""
@@ -140,7 +159,7 @@ def read_dataset(folder, verify: bool = True) -> Dataset:
     values = tuple(manifest["label_values"]) if manifest.get("label_values") else None
     cases = tuple(DatasetCase(c["case_id"], c["patient_id"], c["split"], manifest["modality"],
                               {role: root / rel for role, rel in c["files"].items()}, c.get("source", ""),
-                              c.get("metadata", {}), c.get("jaw"), values)
+                              c.get("metadata", {}), c.get("jaw"), values, c.get("fold"))
                   for c in sorted(manifest["cases"], key=lambda c: c["case_id"]))
     return Dataset(root, manifest["layout"], manifest["modality"], cases, manifest)
 

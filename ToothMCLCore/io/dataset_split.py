@@ -82,3 +82,42 @@ def assign_splits(cases_per_patient: Mapping[str, int], fractions: Sequence[floa
         counts[best] += n
         assignment[patient] = SPLITS[best]
     return assignment
+
+
+def assign_splits_with_test(cases_per_patient: Mapping[str, int], test_patients, fractions: Sequence[float],
+                            seed: int = 0) -> dict[str, str]:
+    """Splits with a given test set (e.g. a benchmark's official test list): ``test_patients`` are
+    "test"; the others are split into train and val by :func:`assign_splits` with the train and
+    val fractions rescaled to sum to 1 (the test fraction is not used)."""
+    train, val, _ = parse_fractions(fractions)
+    if train + val <= 0:
+        raise InvalidInputError("with a given test list the train and val fractions cannot both be 0; e.g. 0.9,0.1,0")
+    test = {str(p) for p in test_patients}
+    rest = {p: n for p, n in cases_per_patient.items() if p not in test}
+    out = assign_splits(rest, (train / (train + val), val / (train + val), 0.0), seed) if rest else {}
+    out.update({p: "test" for p in cases_per_patient if p in test})
+    return out
+
+
+def assign_folds(cases_per_patient: Mapping[str, int], folds: int, seed: int = 0) -> dict[str, int]:
+    """Fold 0..``folds``-1 of every patient for cross-validation, whole patients only.
+
+    Patients are placed in :func:`patient_order` (most cases first, then seeded), each into the
+    fold with the fewest cases so far (ties: the lowest fold), so folds differ by at most one
+    patient's cases.
+
+    Raises:
+        InvalidInputError: fewer than 2 folds, or more folds than patients.
+    """
+    folds = int(folds)
+    if folds < 2:
+        raise InvalidInputError(f"cross-validation needs at least 2 folds (got {folds})")
+    if folds > len(cases_per_patient):
+        raise InvalidInputError(f"{folds} folds need at least {folds} patients (there are {len(cases_per_patient)})")
+    sizes = [0] * folds
+    out = {}
+    for patient in patient_order(cases_per_patient, seed):
+        k = min(range(folds), key=lambda i: (sizes[i], i))
+        sizes[k] += cases_per_patient[patient]
+        out[patient] = k
+    return out

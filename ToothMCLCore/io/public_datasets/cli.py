@@ -97,12 +97,47 @@ def cmd_convert_dataset(args) -> int:
     counted = _Counting(records)
     fmt = FORMATS[converter.modality]
     description = f"{args.name} from {args.root}: {converter.description}. Labels: {converter.source}"
-    write_dataset(counted, args.out, format=fmt, split=args.split, seed=args.seed, overwrite=args.overwrite,
-                  description=description)
+    test_cases = read_case_list(args.test_list) if args.test_list else None
+    dataset = write_dataset(counted, args.out, format=fmt, split=args.split, seed=args.seed,
+                            overwrite=args.overwrite, description=description, test_cases=test_cases,
+                            folds=args.folds)
     split = ",".join(f"{f:g}" for f in args.split)
-    print(f"converted {counted.count} {args.name} cases into {args.out} ({fmt} layout, split {split}, "
-          f"seed {args.seed})")
+    how = f"test from {len(args.test_list)} list(s)" if test_cases is not None else f"split {split}"
+    folds = f", {args.folds} folds" if args.folds else ""
+    print(f"converted {counted.count} {args.name} cases into {args.out} ({fmt} layout, {how}, seed {args.seed}"
+          f"{folds})")
+    counts = dataset.counts()
+    print("  " + ", ".join(f"{name} {c} cases of {p} patients" for name, (c, p) in counts.items()))
+    if test_cases is not None:
+        missing = len(test_cases - {c.case_id for c in dataset.cases})
+        if missing:
+            print(f"  {missing} listed test case(s) are not in {args.root}")
     return 0
+
+
+def read_case_list(paths) -> set[str]:
+    """Case ids of text files, one per line (blank lines and ``#`` comments ignored; a trailing
+    mesh or label suffix is dropped, so ``0EJBIPTC_upper.obj`` is ``0EJBIPTC_upper``).
+
+    Raises:
+        InvalidInputError: a file that cannot be read, or lists nothing.
+    """
+    from pathlib import Path
+
+    out: set[str] = set()
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read the case list {path}: {exc}; give a text file of case ids, one "
+                                    "per line") from None
+        names = [line.split("#")[0].strip() for line in text.splitlines()]
+        names = [n.rsplit(".", 1)[0] if n.lower().endswith((".obj", ".json", ".ply", ".stl", ".vtp")) else n
+                 for n in names if n]
+        if not names:
+            raise InvalidInputError(f"the case list {path} lists no case; give a text file of case ids, one per line")
+        out.update(names)
+    return out
 
 
 def _epilog() -> str:
@@ -136,6 +171,13 @@ def add_convert_parsers(subparsers) -> argparse.ArgumentParser:
                    help="leave out cases with a missing or ambiguous file instead of stopping")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a converter option (see below), repeatable")
+    p.add_argument("--test-list", action="append", default=[], metavar="FILE",
+                   help="a given test set: a text file of case ids, one per line (e.g. the 3DTeethSeg'22 "
+                        "challenge's private-testing-set.txt: <ID>_<jaw>), repeatable; their patients are the "
+                        "test split and --split's train and val fractions divide the rest")
+    p.add_argument("--folds", type=_positive, default=0, metavar="K",
+                   help="also give every patient a cross-validation fold 0..K-1 (e.g. 3, as SOFTooth's Table I); "
+                        "training with --fold k then tests on fold k")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=cmd_convert_dataset)
     return p

@@ -432,3 +432,43 @@ def test_ios_case_without_scan_is_named(ios_folders):
                          "-o", str(ios_folders / "report"), "-q"])
     assert code == 2 and "no scan" in err and "P2_upper" in err
     assert not (ios_folders / "report").exists()
+
+
+def test_ios_scores_on_the_faces_of_the_scan_decimated_as_softooth_counts(meshsegnet_dir, tmp_path):
+    """--faces N scores a real scan on the faces of its decimation to about N faces (the SOFTooth
+    protocol's 10,000-face meshes): with one tooth erased from the prediction, OA on the faces is
+    close to OA on the vertices (same surface, other units) and both see the missed tooth; too few
+    faces are refused."""
+    from ToothMCLCore.io.mesh import read_mesh
+    from ToothMCLCore.io.public_datasets.meshsegnet import convert_scan
+    from ToothMCLCore.io.teeth3ds import instances_from_labels
+
+    path = meshsegnet_dir / "12_up.vtp"
+    truth_scan, truth, _ = convert_scan(path, "upper")
+    labels = truth_scan.to_file_order(truth)
+    pred = np.where(labels == 11, 0, labels)
+    write_teeth3ds_json(tmp_path / "gt.json", labels, instances_from_labels(labels), "upper")
+    write_teeth3ds_json(tmp_path / "pred.json", pred, instances_from_labels(pred), "upper")
+    results = {}
+    for faces in (None, 4000):
+        extra = ["--faces", str(faces)] if faces else []
+        code, out, err = _run(["evaluate-ios", str(tmp_path / "pred.json"), str(tmp_path / "gt.json"),
+                               "--mesh", str(path), *extra])
+        assert code == 0, err
+        results[faces] = json.loads(out)
+    n_faces = len(read_mesh(path).mesh.faces)
+    assert n_faces > 8000  # the stored scan, decimated to 4,000 faces below
+    assert results[4000]["OA"] == pytest.approx(results[None]["OA"], abs=0.02)
+    assert results[None]["OA"] < 1.0 and results[4000]["per_tooth"]["11"]["dice"] == 0.0
+    assert results[4000]["per_tooth"]["21"]["dice"] == 1.0
+    code, _, err = _run(["evaluate-ios", str(tmp_path / "pred.json"), str(tmp_path / "gt.json"), "--mesh", str(path),
+                         "--faces", "50"])
+    assert code != 0 and "--faces must be at least 100" in err
+    # folder mode: the report counts faces and says so
+    for folder, name in (("gt", "gt.json"), ("pred", "pred.json")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "12_up.json").write_bytes((tmp_path / name).read_bytes())
+    code, _, err = _run(["evaluate-ios", str(tmp_path / "pred"), str(tmp_path / "gt"), "--mesh", str(meshsegnet_dir),
+                         "--faces", "4000", "-o", str(tmp_path / "report"), "-q"])
+    assert code == 0, err
+    assert "faces of the scans decimated to about 4000" in (tmp_path / "report" / "summary.md").read_text()

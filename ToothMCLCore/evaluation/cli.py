@@ -74,6 +74,8 @@ def cmd_evaluate_cbct(args) -> int:
 
 
 def cmd_evaluate_ios(args) -> int:
+    if args.faces is not None and args.faces < 100:
+        raise InvalidInputError(f"--faces must be at least 100 (got {args.faces}); the SOFTooth protocol uses 10000")
     pred, truth = Path(args.prediction), Path(args.truth)
     if pred.is_dir() or truth.is_dir():
         if not (pred.is_dir() and truth.is_dir()):
@@ -85,7 +87,8 @@ def cmd_evaluate_ios(args) -> int:
 
         methods = _methods(args)
         check_destination(args.output or DEFAULT_REPORT, args.overwrite)
-        evaluation = evaluate_ios_folders(truth, methods, mesh_dir=args.mesh, progress=_progress(args))
+        evaluation = evaluate_ios_folders(truth, methods, mesh_dir=args.mesh, progress=_progress(args),
+                                          faces=args.faces)
         return _report(args, evaluation)
     options = (("-o", args.output), ("--name", args.name), ("--compare", args.compare),
                ("--overwrite", args.overwrite))
@@ -96,10 +99,10 @@ def cmd_evaluate_ios(args) -> int:
     if not args.mesh:
         raise InvalidInputError("--mesh is required with single files: give the scan both label files "
                                 "belong to")
-    return _evaluate_one_scan(args.prediction, args.truth, args.mesh)
+    return _evaluate_one_scan(args.prediction, args.truth, args.mesh, args.faces)
 
 
-def _evaluate_one_scan(prediction, truth, mesh) -> int:
+def _evaluate_one_scan(prediction, truth, mesh, faces: int | None = None) -> int:
     """The single-scan mode: every metric of :func:`.ios_metrics.evaluate_ios` as JSON on stdout."""
     from ..io.mesh import read_mesh
     from ..io.teeth3ds import read_teeth3ds_json
@@ -109,7 +112,13 @@ def _evaluate_one_scan(prediction, truth, mesh) -> int:
     vertices = scan.mesh.vertices_ras[scan.file_to_clean.clip(0)]
     gt = read_teeth3ds_json(truth, n_vertices=scan.n_file_vertices)
     pred = read_teeth3ds_json(prediction, n_vertices=scan.n_file_vertices, jaw=gt.jaw)
-    metrics = evaluate_ios(pred.labels, pred.instances, gt.labels, gt.instances, vertices, jaw=gt.jaw)
+    units = (vertices, pred.labels, pred.instances, gt.labels, gt.instances)
+    if faces:
+        from .ios_eval import on_decimated_faces
+
+        units = on_decimated_faces(scan, faces, pred.labels, pred.instances, gt.labels, gt.instances)
+    points, pred_labels, pred_instances, gt_labels, gt_instances = units
+    metrics = evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, points, jaw=gt.jaw)
     print(json.dumps(metrics, indent=2, default=_json_default))
     return 0
 
@@ -161,5 +170,8 @@ def add_evaluation_parsers(subparsers) -> None:
     i.add_argument("truth", metavar="GT", help="ground-truth Teeth3DS JSON, or a folder of them")
     i.add_argument("--mesh", help="the scan both files label; with folders, the folder of the scans "
                                   "(default: GT, where Teeth3DS keeps them)")
+    i.add_argument("--faces", type=int, metavar="N",
+                   help="score on the faces of each scan decimated to about N (SOFTooth's protocol: 10000) "
+                        "instead of on the vertices of the file")
     _add_report_options(i)
     i.set_defaults(func=cmd_evaluate_ios)

@@ -46,8 +46,36 @@ IOS_METRIC_LABELS = {
 }
 
 
+def on_decimated_faces(scan, target_faces: int, *per_vertex):
+    """The SOFTooth protocol's counting units: the faces of the scan decimated to about
+    ``target_faces`` (the paper's 10,000, as MeshLab does it; here fast-simplification).
+
+    Each decimated face takes the values of the cleaned scan vertex nearest its centroid (a
+    face of the decimated mesh lies on the original surface to within its edge length, so the
+    nearest vertex is on the same tooth except along a boundary). Prediction and ground truth
+    are carried the same way, so both are scored on the same faces.
+
+    Args:
+        scan: :class:`~ToothMCLCore.io.mesh.MeshReadResult` the labels belong to.
+        target_faces: face count after decimation; a scan with fewer faces is used as is.
+        per_vertex: arrays with one value per *file* vertex (labels, instances).
+
+    Returns:
+        (centroids (F, 3), arrays with one value per face, in the order given).
+    """
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    from ..io.mesh import decimate
+
+    mesh, _ = decimate(scan.mesh, int(target_faces))
+    centroids = mesh.vertices_ras[mesh.faces].mean(axis=1)
+    nearest = cKDTree(scan.mesh.vertices_ras).query(centroids)[1]
+    return (centroids, *(np.asarray(values)[scan.clean_to_file[nearest]] for values in per_vertex))
+
+
 def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike], mesh_dir=None,
-                         progress=None) -> Evaluation:
+                         progress=None, faces: int | None = None) -> Evaluation:
     """Per-case IOS metrics and per-tooth Dice of every method against the ground truth.
 
     Args:
@@ -56,6 +84,8 @@ def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike
             the reference of the paired t-tests.
         mesh_dir: folder of the scans (default ``truth_dir``).
         progress: optional ``callable(stage: str, fraction: float)``.
+        faces: score on the faces of each scan decimated to about this many (SOFTooth's
+            protocol: 10,000; :func:`on_decimated_faces`) instead of on the file's vertices.
 
     Raises:
         InvalidInputError: unpaired cases, a case without scan, label files that do not fit
@@ -85,15 +115,19 @@ def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike
             if progress:
                 progress("evaluating", (i * len(preds) + j) / steps)
             pred = read_teeth3ds_json(pred_path, n_vertices=n, jaw=gt.jaw)
-            m = evaluate_ios(pred.labels, pred.instances, gt.labels, gt.instances, vertices, jaw=gt.jaw)
-            scores.append(CaseScore(case, method, score_teeth(pred.labels, gt.labels),
+            units = (vertices, pred.labels, pred.instances, gt.labels, gt.instances)
+            if faces:
+                units = on_decimated_faces(scan, faces, pred.labels, pred.instances, gt.labels, gt.instances)
+            points, pred_labels, pred_instances, gt_labels, gt_instances = units
+            m = evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, points, jaw=gt.jaw)
+            scores.append(CaseScore(case, method, score_teeth(pred_labels, gt_labels),
                                     {k: float(m[k]) for k in IOS_METRICS}, str(pred_path), str(truth_path),
                                     counts={"classes": m["class_counts"], "pairs": m["pair_counts"]}))
     if progress:
         progress("evaluating", 1.0)
     dirs = {m: str(Path(d).resolve()) for m, d in prediction_dirs.items()}
     evaluation = Evaluation("ios", tuple(prediction_dirs), dirs, str(Path(truth_dir).resolve()), scores,
-                            "vertices")
+                            f"faces of the scans decimated to about {faces}" if faces else "vertices")
     check_has_teeth(evaluation)
     return evaluation
 

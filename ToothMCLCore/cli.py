@@ -11,42 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
+from .console import Progress, print_teeth_table, write_cbct_labels
 from .errors import OutputError, ToothMCLError
 
 logger = logging.getLogger("toothmcl")
 
 CBCT_OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; stage changes only when not a terminal."""
-
-    def __init__(self, stream=None, enabled: bool = True):
-        stream = stream or sys.stderr
-        self.stream, self.enabled = stream, enabled
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.last_stage = None
-        self.start = time.monotonic()
-
-    def __call__(self, stage: str, fraction: float):
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        if self.tty:
-            width = 30
-            filled = round(width * fraction)
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {fraction * 100:5.1f}% {stage:<12} {elapsed:6.1f}s")
-            if fraction >= 1.0:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif stage != self.last_stage:
-            self.stream.write(f"{stage}... ({elapsed:.1f}s)\n")
-            self.stream.flush()
-        self.last_stage = stage
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -60,26 +32,6 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
     return out
 
 
-def write_cbct_labels(path: Path, result) -> None:
-    """Write a CBCT result as ``.seg.nrrd`` (segments + provenance) or a plain label map."""
-    from .io import write_labelmap, write_seg_nrrd
-    from .io.atomic import full_suffix
-
-    if full_suffix(path) == ".seg.nrrd":
-        write_seg_nrrd(path, result.labels.array, result.labels, attributes={
-            k: str(v) for k, v in result.provenance.items()})
-    else:
-        write_labelmap(path, result.labels.array, result.labels)
-
-
-def print_teeth_table(teeth, stream=None) -> None:
-    stream = stream or sys.stdout
-    stream.write(f"{'FDI':>4}  {'tooth':<34} {'volume mm3':>11}\n")
-    for t in teeth:
-        stream.write(f"{t.fdi:>4}  {t.name:<34} {t.volume_mm3:>11.1f}\n")
-    stream.write(f"{len(teeth)} teeth found\n")
-
-
 def cmd_segment_cbct(args) -> int:
     from .inference.cbct import CBCTPredictor
     from .io import read_volume
@@ -90,7 +42,7 @@ def cmd_segment_cbct(args) -> int:
     predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device,
                               load_in_background=True, paper_protocol=args.paper_protocol)
     volume = read_volume(args.input)
-    result = predictor.predict(volume, progress=_Progress(enabled=not args.quiet))
+    result = predictor.predict(volume, progress=Progress(enabled=not args.quiet))
     if predictor.device.type == "cpu":
         logger.info("ran on CPU; a GPU is much faster for full-resolution models")
     write_cbct_labels(out, result)
@@ -131,7 +83,7 @@ def cmd_segment_ios(args) -> int:
     predictor = ios_predictor(weights=args.weights, model=args.model, device=args.device, passes=args.passes,
                               mirror=args.mirror, sam_checkpoint=args.sam_checkpoint, fdi_order=args.fdi_order,
                               paper_protocol=args.paper_protocol or None)
-    result = predictor.predict(scan, jaw, progress=_Progress(enabled=not args.quiet))
+    result = predictor.predict(scan, jaw, progress=Progress(enabled=not args.quiet))
     if result.provenance.get("decimated_from_faces"):
         to = f" to {result.provenance['faces']}" if result.provenance.get("faces") else ""
         print(f"  decimated from {result.provenance['decimated_from_faces']}{to} faces before segmenting")
@@ -156,7 +108,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(out_dir=Path(args.out), device=args.device, seed=args.seed,
-                    progress=_Progress(enabled=not args.quiet))
+                    progress=Progress(enabled=not args.quiet))
 
 
 def cmd_models(args) -> int:

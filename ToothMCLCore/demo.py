@@ -32,7 +32,7 @@ def run_demo(out_dir: Path, device: str = "auto", seed: int = 2024, progress=Non
              stream=None) -> int:
     """Generate, segment, write and score the demo case; returns the exit code (0)."""
     stream = stream or sys.stdout
-    from .cli import print_teeth_table, write_cbct_labels
+    from .console import print_teeth_table, write_cbct_labels
     from .evaluation.dice import dice_per_tooth, false_positive_teeth, mean_dice
     from .inference.cbct import CBCTPredictor
     from .io import write_seg_nrrd, write_volume

@@ -29,8 +29,7 @@ from pathlib import Path
 from .errors import CorrectionStoreError, CorruptStoreError
 from .files import META_FILE, remove_tree, revision_number, sha256_file, sha256_of_input, temp_owner_alive
 from .index import INDEX_NAME, Index
-from .records import Revision
-from .store import (
+from .layout import (
     CASES_DIR,
     TMP_DIR,
     complete_layout,
@@ -39,6 +38,7 @@ from .store import (
     resolve_store_path,
     utc_now,
 )
+from .records import Revision
 
 logger = logging.getLogger(__name__)
 

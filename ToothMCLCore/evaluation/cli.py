@@ -48,9 +48,9 @@ def _methods(args) -> dict[str, str]:
 
 
 def _progress(args):
-    from ..cli import _Progress
+    from ..console import Progress
 
-    return _Progress(enabled=not args.quiet)
+    return Progress(enabled=not args.quiet)
 
 
 def _report(args, evaluation) -> int:

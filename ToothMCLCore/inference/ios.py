@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,9 +44,7 @@ from ..errors import InvalidInputError, WeightsError
 from ..io.mesh import (
     DECIMATE_ABOVE_FACES,
     MeshReadResult,
-    clean_mesh,
     decimate,
-    detect_jaw,
     occlusal_direction,
     vertex_normals,
 )
@@ -63,6 +60,7 @@ from ..preprocessing.ios import (
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
 from .device import autocast, resolve_device
+from .ios_common import IOSResult, arch_instances, prepare_scan_and_jaw, summarize_mesh
 
 logger = logging.getLogger(__name__)
 
@@ -73,35 +71,6 @@ DECIMATE_TO_FACES = 300_000
 MIN_TOOTH_VERTICES = 30
 #: farthest-point samplings averaged per scan (see the module docstring)
 DEFAULT_PASSES = 6
-
-
-@dataclass
-class IOSToothSummary:
-    """One tooth found on the scan: FDI number, name, vertex count, surface area in mm^2."""
-
-    fdi: int
-    name: str
-    vertices: int
-    area_mm2: float
-
-
-@dataclass
-class IOSResult:
-    """Output of :meth:`IOSPredictor.predict`.
-
-    Attributes:
-        labels: (N_file,) int32 FDI per vertex of the file as stored (0 = gingiva).
-        instances: (N_file,) int32 instance per vertex, 1..n from the patient's right, 0 gingiva.
-        jaw: "upper" or "lower".
-        teeth: one :class:`IOSToothSummary` per tooth.
-        provenance: model, version, SHA-256, date, jaw rule, decimation.
-    """
-
-    labels: np.ndarray
-    instances: np.ndarray
-    jaw: str
-    teeth: list[IOSToothSummary]
-    provenance: dict = field(default_factory=dict)
 
 
 class IOSPredictor:
@@ -211,24 +180,6 @@ class IOSPredictor:
         return torch.softmax(logits[0], dim=-1).cpu().numpy()
 
 
-def prepare_scan_and_jaw(scan: MeshReadResult | SurfaceMesh, jaw: str | None) -> tuple[MeshReadResult, str]:
-    """The cleaned scan and its jaw, shared by every IOS predictor.
-
-    A bare :class:`SurfaceMesh` is cleaned; ``jaw`` None takes the scan's own jaw or decides
-    from the geometry (:func:`ToothMCLCore.io.mesh.detect_jaw`).
-
-    Raises:
-        InvalidInputError: a jaw other than "upper" or "lower".
-    """
-    if isinstance(scan, SurfaceMesh):
-        scan = clean_mesh(scan.vertices_ras, scan.faces, labels=scan.labels, source=scan.source)
-    if jaw is None:
-        jaw = scan.mesh.jaw or detect_jaw(scan.mesh.source, scan.mesh, None, normals=scan.normals)[0]
-    if jaw not in fdi.JAWS:
-        raise InvalidInputError(f"jaw must be 'upper' or 'lower' (got {jaw!r})")
-    return scan, jaw
-
-
 def transfer_probabilities(sampled: np.ndarray, probs: np.ndarray, targets: np.ndarray, k: int = 3) -> np.ndarray:
     """Inverse-distance-weighted probabilities of the ``k`` nearest sampled points, (M, C)."""
     from scipy.spatial import cKDTree
@@ -314,32 +265,6 @@ def number_vertices(mesh: SurfaceMesh, probs: np.ndarray, points: np.ndarray, ja
     for inst, i in enumerate(order, start=1):
         instances[regions[i]] = inst
     return labels, instances
-
-
-def arch_instances(labels: np.ndarray) -> np.ndarray:
-    """(N,) int32 instance ids 1..n of the teeth from the patient's right in arch order, 0 gingiva."""
-    out = np.zeros(len(labels), np.int32)
-    teeth = sorted(fdi.present_teeth(np.unique(labels)), key=lambda n: fdi.tooth(n).arch_index)
-    for i, n in enumerate(teeth, start=1):
-        out[labels == n] = i
-    return out
-
-
-def summarize_mesh(mesh: SurfaceMesh, labels: np.ndarray) -> list[IOSToothSummary]:
-    """Per-tooth vertex counts and surface areas (faces whose three corners share the label)."""
-    v, f = mesh.vertices_ras, mesh.faces
-    areas = np.zeros(0)
-    face_label = np.zeros(0, np.int64)
-    if len(f):
-        areas = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
-        lf = labels[f]
-        uniform = (lf[:, 0] == lf[:, 1]) & (lf[:, 1] == lf[:, 2])
-        face_label = np.where(uniform, lf[:, 0], -1)
-    out = []
-    for n in fdi.present_teeth(np.unique(labels)):
-        out.append(IOSToothSummary(n, fdi.tooth(n).name, int((labels == n).sum()),
-                                   float(areas[face_label == n].sum()) if len(areas) else 0.0))
-    return out
 
 
 def _card_architecture(weights, model: str | None) -> str | None:

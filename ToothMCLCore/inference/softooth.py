@@ -1,7 +1,7 @@
 """SOFTooth intraoral-scan segmentation: an FDI number for every vertex of the scan as stored.
 
 The second IOS model beside the Point Transformer of :mod:`.ios`, with the same
-``predict(scan, jaw, progress, cancel)`` and the same :class:`~.ios.IOSResult`. Stages
+``predict(scan, jaw, progress, cancel)`` and the same :class:`~.ios_common.IOSResult`. Stages
 (reported to ``progress``; a cancel takes effect between them):
 
 1. ``prepare``: clean the scan (a bare mesh), decimate it to the card's face budget (the
@@ -58,7 +58,7 @@ from ..preprocessing.ios import COORDINATE_SCALE_MM
 from ..types import SurfaceMesh
 from .cbct import ProgressFn, _load, _Reporter
 from .device import resolve_device
-from .ios import IOSResult, arch_instances, prepare_scan_and_jaw, summarize_mesh
+from .ios_common import IOSResult, arch_instances, prepare_scan_and_jaw, summarize_mesh
 
 if TYPE_CHECKING:
     from ..preprocessing.softooth import SOFToothInput

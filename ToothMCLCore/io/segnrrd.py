@@ -23,7 +23,7 @@ from .. import fdi
 from ..errors import InvalidInputError, ResourceLimitError
 from ..types import LPS_TO_RAS, Geometry, Volume
 from .atomic import atomic_path
-from .volume import DEFAULT_MAX_BYTES, check_labelmap
+from .labelmap import DEFAULT_MAX_BYTES, check_labelmap
 
 logger = logging.getLogger(__name__)
 

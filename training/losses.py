@@ -11,11 +11,30 @@ Eq. 4 (cross-modal, sigmoid contrastive as in SigLIP)::
             = -1/|B| sum_i sum_j log sigma( z_ij (t_g c_i . p_j - b_g) )
 
 with ``c_i``, ``p_j`` L2-normalised ("normalized latent representations"). Note the paper's sign
-of the bias: the logit is ``t c.p - b``, so SigLIP's bias -10 is ``b = +10`` here. The paper
-pairs |B| patches one to one; our CBCT tokens (Nc) and IOS patches (Ni) differ in number, so
-``|B|`` is the number of CBCT tokens (rows) that have at least one pair in the loss, which is
-Eq. 4 exactly when z is the identity on |B| pairs. A scan's loss is computed on its own tokens
-and patches; a batch averages its scans.
+of the bias: the logit is ``t c.p - b``, so SigLIP's bias -10 is ``b = +10`` here.
+
+The paper sums over the mini-batch ``B`` of paired patches, so a token's negatives are the
+patches of every pair of the batch. ``negatives="batch"`` (the default) does that: a token ``i``
+of scan ``m`` is paired with the patches of its own scan as the correspondence says (``z``,
+``mask``), and with every valid patch ``k`` of every other scan ``n`` of the batch as a negative
+(``z = -1``); under DDP, in training mode, the other ranks' scans belong to the batch too (their
+patches are gathered with their gradients). Positives exist only within a scan; padding tokens
+and patches stay out. Our CBCT tokens (Nc) and IOS patches (Ni) differ in number where the paper
+pairs ``|B|`` patches one to one, so ``|B_m|`` is the number of tokens of scan ``m`` with at
+least one pair in their own scan (only those tokens see other scans' patches), and a batch of
+``M`` scans averages its scans::
+
+    L_cross = 1/M sum_m -1/|B_m| sum_{i in m} ( sum_j mask_ij log sigma( z_ij (t c_i . p_j - b) )
+                                               + sum_{n != m} sum_{k in n} log sigma( -(t c_i . p_k - b) ) )
+
+This is Eq. 4 exactly for one scan (and z the identity on ``|B|`` pairs). Normalising each scan
+by its own tokens, rather than the batch by all of them, keeps a scan's weight independent of
+how many of its tokens have a pair, and makes a DDP rank's loss the mean over its scans: the
+mean over ranks, whose gradient DDP's averaging follows, is then the loss of the same global
+batch in one process (ranks hold equal batches, as the engine's sampler gives them). A rank's
+patch features get the gradient of every rank's loss (the sum over ranks, ``W`` times that of
+the mean); DDP divides the parameters' gradients by ``W``. ``negatives="scan"`` keeps each
+scan's own patches only.
 
 Eq. 6-8 (intra-modal, one modality)::
 
@@ -52,6 +71,8 @@ from torch import nn
 
 #: CLIP's cap on the logit scale
 MAX_LOGIT_SCALE = 100.0
+#: where Eq. 4 takes a token's negatives from: the whole batch (paper) or its own scan
+NEGATIVES = ("batch", "scan")
 
 
 def _signs(z: torch.Tensor) -> torch.Tensor:
@@ -65,7 +86,8 @@ def _check(name: str, tensor: torch.Tensor, shape: tuple) -> None:
 
 
 def cross_modal_sigmoid_loss(cbct: torch.Tensor, ios: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
-                             b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+                             b: torch.Tensor, mask: torch.Tensor | None = None, negatives: str = "batch",
+                             ios_valid: torch.Tensor | None = None, across_ranks: bool = False) -> torch.Tensor:
     """Eq. 4: sigmoid contrastive loss between CBCT tokens and IOS patches.
 
     Args:
@@ -75,21 +97,96 @@ def cross_modal_sigmoid_loss(cbct: torch.Tensor, ios: torch.Tensor, z: torch.Ten
         t, b: scalar tensors, the logit scale t_g (> 0) and bias b_g.
         mask: (B, Nc, Ni) bool, pairs in the loss (None = all). Padding tokens / patches of
             a batch of unequal scans are masked out.
+        negatives: "batch" (every valid patch of the other scans is a negative of a scan's
+            tokens, as in the paper) or "scan" (a scan's own patches only).
+        ios_valid: (B, Ni) bool, the patches that are not padding, which "batch" hands to the
+            other scans; None = the patches with at least one pair in ``mask``.
+        across_ranks: with "batch" and a process group of more than one rank, the patches of
+            every rank are negatives too (a collective: every rank must call it).
 
     Returns:
-        Scalar: mean over the scans of ``-1/|B| sum_ij mask_ij log sigma(z_ij (t c_i.p_j - b))``,
-        ``|B|`` = rows with at least one pair; scans with no pair count as 0.
+        Scalar: mean over the scans ``m`` of ``-1/|B_m|`` times the sum of the scan's terms
+        (module docstring), ``|B_m|`` = the scan's tokens with at least one pair in ``mask``;
+        scans with no pair count as 0.
     """
     bsz, nc, _ = cbct.shape
     ni = ios.shape[1]
     _check("z", z, (bsz, nc, ni))
     mask = torch.ones(bsz, nc, ni, dtype=torch.bool, device=cbct.device) if mask is None else mask.bool()
     _check("mask", mask, (bsz, nc, ni))
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES} (got {negatives!r})")
     c, p = F.normalize(cbct, dim=-1), F.normalize(ios, dim=-1)
     logits = t * torch.einsum("bih,bjh->bij", c, p) - b
-    terms = F.logsigmoid(_signs(z) * logits) * mask
-    rows = mask.any(dim=2).sum(dim=1).clamp_min(1)
-    return -(terms.sum(dim=(1, 2)) / rows).mean()
+    terms = (F.logsigmoid(_signs(z) * logits) * mask).sum(dim=(1, 2))
+    rows = mask.any(dim=2)  # (B, Nc) tokens in the loss
+    if negatives == "batch":
+        valid = mask.any(dim=1) if ios_valid is None else ios_valid.bool()
+        _check("ios_valid", valid, (bsz, ni))
+        others, other_valid, owner = _batch_patches(p, valid, across_ranks)
+        scan = torch.arange(bsz, device=cbct.device)
+        keep = rows[:, :, None] & (other_valid[None, :] & (owner[None, :] != scan[:, None]))[:, None, :]
+        other_logits = t * torch.einsum("bih,nh->bin", c, others) - b  # (B, Nc, N), all z = -1
+        terms = terms + (F.logsigmoid(-other_logits) * keep).sum(dim=(1, 2))
+    return -(terms / rows.sum(dim=1).clamp_min(1)).mean()
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _batch_patches(p: torch.Tensor, valid: torch.Tensor,
+                   across_ranks: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The patches of the batch, of every rank with ``across_ranks``: (N, h) features, (N,) bool
+    valid, (N,) long index of the local scan they belong to (-1 for other ranks' scans)."""
+    bsz, ni, h = p.shape
+    owner = torch.arange(bsz, device=p.device)[:, None].expand(bsz, ni)
+    world = _world_size() if across_ranks else 1
+    if world == 1:
+        return p.reshape(-1, h), valid.reshape(-1), owner.reshape(-1)
+    import torch.distributed as dist
+
+    sizes = [torch.zeros(2, dtype=torch.long, device=p.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([bsz, ni], device=p.device))
+    b_max, n_max = (int(v) for v in torch.stack(sizes).amax(dim=0))
+    p = F.pad(p, (0, 0, 0, n_max - ni, 0, b_max - bsz))  # ranks may hold unequal patch counts
+    padded = torch.zeros(b_max, n_max, dtype=torch.uint8, device=p.device)
+    padded[:bsz, :ni] = valid
+    valids = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(valids, padded)
+    feats = _AllGatherWithGrad.apply(p)  # (W, b_max, n_max, h)
+    owners = torch.full((world, b_max, n_max), -1, dtype=torch.long, device=p.device)
+    owners[dist.get_rank(), :bsz, :ni] = owner
+    return feats.reshape(-1, h), torch.stack(valids).reshape(-1).bool(), owners.reshape(-1)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """(W, ...) stack of every rank's tensor; the backward hands each rank the sum over ranks of
+    the gradient of its slice.
+
+    ``torch.distributed.nn.functional.all_gather`` does the same but is deprecated in torch 2.14
+    (a FutureWarning per call, pointing to the private ``_functional_collectives``); this one uses
+    only the public ``all_gather`` and ``all_reduce``, which every backend has (gloo has no
+    ``reduce_scatter``).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, tensor.contiguous())
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
 
 
 def intra_modal_loss(features: torch.Tensor, z: torch.Tensor, t: torch.Tensor, b: torch.Tensor,
@@ -146,13 +243,20 @@ class ToothMCLLoss(nn.Module):
         init_bias: initial b_g and b_l in the paper's sign (logit = t c.p - b); SigLIP's
             logit bias -10 is +10 here.
         reduction: Eq. 8's "max" or "mean" (see :func:`intra_modal_loss`).
+        negatives: Eq. 4's negatives, "batch" (the paper's mini-batch) or "scan" (see
+            :func:`cross_modal_sigmoid_loss`).
 
     Parameters: ``log_t_global``, ``b_global`` (cross-modal), ``log_t_local``, ``b_local``
     (intra-modal, shared by both modalities as in the paper).
+
+    With ``negatives="batch"`` in training mode under an initialised process group, the
+    cross-modal loss gathers the patches of every rank, so every rank must call it once per
+    step (DDP training does). In eval mode it stays on the rank's own batch: the engine
+    validates unequal shards per rank, where a collective would wait forever.
     """
 
     def __init__(self, alpha: float = 0.5, init_scale: float = 10.0, init_bias: float = 10.0,
-                 reduction: str = "max"):
+                 reduction: str = "max", negatives: str = "batch"):
         super().__init__()
         if not alpha >= 0:
             raise ValueError(f"alpha must be >= 0 (got {alpha})")
@@ -160,7 +264,9 @@ class ToothMCLLoss(nn.Module):
             raise ValueError(f"init_scale must be within (0, {MAX_LOGIT_SCALE}] (got {init_scale})")
         if reduction not in ("max", "mean"):
             raise ValueError(f"reduction must be 'max' or 'mean' (got {reduction!r})")
-        self.alpha, self.reduction = float(alpha), reduction
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {NEGATIVES} (got {negatives!r})")
+        self.alpha, self.reduction, self.negatives = float(alpha), reduction, negatives
         self.log_t_global = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.b_global = nn.Parameter(torch.tensor(float(init_bias)))
         self.log_t_local = nn.Parameter(torch.tensor(math.log(init_scale)))
@@ -176,9 +282,12 @@ class ToothMCLLoss(nn.Module):
 
     def forward(self, cbct: torch.Tensor, ios: torch.Tensor, z_cross: torch.Tensor, z_cbct: torch.Tensor,
                 z_ios: torch.Tensor, mask_cross: torch.Tensor | None = None,
-                mask_cbct: torch.Tensor | None = None, mask_ios: torch.Tensor | None = None) -> ToothMCLLossOutput:
-        """Args: cbct (B, Nc, h), ios (B, Ni, h); z / mask (B, Nc, Ni), (B, Nc, Nc), (B, Ni, Ni)."""
-        cross = cross_modal_sigmoid_loss(cbct, ios, z_cross, self.t_global, self.b_global, mask_cross)
+                mask_cbct: torch.Tensor | None = None, mask_ios: torch.Tensor | None = None,
+                ios_valid: torch.Tensor | None = None) -> ToothMCLLossOutput:
+        """Args: cbct (B, Nc, h), ios (B, Ni, h); z / mask (B, Nc, Ni), (B, Nc, Nc), (B, Ni, Ni);
+        ios_valid (B, Ni) bool, the patches that are not padding (see :func:`cross_modal_sigmoid_loss`)."""
+        cross = cross_modal_sigmoid_loss(cbct, ios, z_cross, self.t_global, self.b_global, mask_cross,
+                                         self.negatives, ios_valid, across_ranks=self.training)
         intra_cbct = intra_modal_loss(cbct, z_cbct, self.t_local, self.b_local, mask_cbct, self.reduction)
         intra_ios = intra_modal_loss(ios, z_ios, self.t_local, self.b_local, mask_ios, self.reduction)
         total = intra_cbct + intra_ios + self.alpha * cross

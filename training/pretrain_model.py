@@ -12,7 +12,9 @@
   them; the authors' released code has one encoder per jaw, our IOS model serves both jaws;
 - projection heads to the shared dimension ``h`` (``hidden_dim``): a linear map per modality
   as in the released code (``projection_hidden > 0`` inserts a hidden layer with GELU);
-- :class:`training.losses.ToothMCLLoss` (Eq. 4-9) with its learnable scales and biases.
+- :class:`training.losses.ToothMCLLoss` (Eq. 4-9) with its learnable scales and biases; with
+  ``negatives="batch"`` a scan's tokens also take the patches of the batch's other scans (of
+  every rank under DDP) as negatives.
 
 Tokens are the positions of Swin stage ``cbct_stage`` (``hidden_states_out[stage]``, stride
 ``2 * 2**stage`` voxels; the authors use stage 4) and patches the points of Point Transformer
@@ -87,7 +89,8 @@ class PretrainModel(nn.Module):
 
     def __init__(self, cbct_arch: dict, ios_arch: dict, cbct_stage: int = 4, ios_stage: int = 4,
                  hidden_dim: int = 512, projection_hidden: int = 0, alpha: float = 0.5, init_scale: float = 10.0,
-                 init_bias: float = 10.0, reduction: str = "max", correspondence: dict | None = None):
+                 init_bias: float = 10.0, reduction: str = "max", negatives: str = "batch",
+                 correspondence: dict | None = None):
         super().__init__()
         from ToothMCLCore.models.networks import build_swinunetr
 
@@ -105,7 +108,8 @@ class PretrainModel(nn.Module):
         c_ios = self.ios_encoder.planes[self.ios_stage]
         self.cbct_projection = _head(c_cbct, hidden_dim, projection_hidden)
         self.ios_projection = _head(c_ios, hidden_dim, projection_hidden)
-        self.criterion = ToothMCLLoss(alpha=alpha, init_scale=init_scale, init_bias=init_bias, reduction=reduction)
+        self.criterion = ToothMCLLoss(alpha=alpha, init_scale=init_scale, init_bias=init_bias, reduction=reduction,
+                                      negatives=negatives)
         self.correspondence = CorrespondenceConfig.from_dict(dict(correspondence or {}))
 
     # -- encoders ---------------------------------------------------------------------------
@@ -144,6 +148,8 @@ class PretrainModel(nn.Module):
         n_max = max(f.shape[0] for f in feats)
         dev = cbct.device
         ios = torch.stack([nn.functional.pad(f, (0, 0, 0, n_max - f.shape[0])) for f in feats])
+        n_patches = torch.tensor([f.shape[0] for f in feats], device=dev)
+        ios_valid = torch.arange(n_max, device=dev)[None, :] < n_patches[:, None]  # (B, n_max): not padding
 
         def padded(get, n_rows: int, square: bool):
             out = np.zeros((len(pairs), n_rows, n_max), bool)
@@ -158,7 +164,7 @@ class PretrainModel(nn.Module):
         z_ios, m_ios = padded(lambda p: p.ios.z, n_max, True), padded(lambda p: p.ios.mask, n_max, True)
         z_cbct = torch.from_numpy(np.stack([p.cbct.z for p in pairs])).to(dev)
         m_cbct = torch.from_numpy(np.stack([p.cbct.mask for p in pairs])).to(dev)
-        loss = self.criterion(cbct.float(), ios.float(), z_cross, z_cbct, z_ios, m_cross, m_cbct, m_ios)
+        loss = self.criterion(cbct.float(), ios.float(), z_cross, z_cbct, z_ios, m_cross, m_cbct, m_ios, ios_valid)
         return PretrainOutput(loss, cbct, ios, z_cross, m_cross)
 
 

@@ -396,7 +396,9 @@ def test_both_jaws_are_detected(upper, lower):
 
 def test_large_mesh_is_flagged_and_decimated(tmp_path, upper, monkeypatch):
     """Above the threshold the result asks for decimation; decimate keeps a map back to each vertex."""
-    monkeypatch.setattr(mesh_io, "DECIMATE_ABOVE_FACES", 10_000)
+    from ToothMCLCore.io import mesh_clean
+
+    monkeypatch.setattr(mesh_clean, "DECIMATE_ABOVE_FACES", 10_000)  # where cleaning reads it
     path = tmp_path / "big.ply"
     write_mesh(path, upper)
     result = read_mesh(path)

@@ -8,6 +8,7 @@ model's own settings; the CLI and the Slicer module only choose the model and th
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,34 +17,65 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
-def _strict_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass from a mapping: unknown keys are refused, values coerced to the
+    field's type.
+
+    YAML reads ``1e-4`` as a string (YAML 1.1 needs ``1.0e-4``); a ``float`` field accepts it, an
+    ``int`` field accepts ``2.0`` but not ``2.5``, a ``bool`` field only true/false, ``str`` fields
+    take the text of the value, and lists become tuples. Every config of the project (model cards,
+    inference settings, training sections) is read through here.
+
+    Raises:
+        ConfigError: not a mapping, an unknown key, a value of the wrong kind, or one the
+            dataclass refuses (its message names the field).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__} must be a mapping (got {type(data).__name__})")
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(known)}"
-        )
-    kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            value = data[f.name]
-            if isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
+        raise ConfigError(f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(cls.__name__, name, hints[name], value) for name, value in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
 
 
-def _to_dict(obj) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out
+def _coerce(owner: str, name: str, hint, value):
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{owner}.{name} must not be empty")
+    base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
+    try:
+        if base is bool:
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if base is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError("expected a whole number")
+            return int(number)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+        if typing.get_origin(base) is tuple or base is tuple or isinstance(value, list):
+            return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{owner}.{name}: cannot use {value!r} ({exc})") from None
+    return value
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """A config dataclass as a plain dict (tuples as lists), for YAML, JSON and checkpoints."""
+    return {f.name: (list(v) if isinstance(v, tuple) else v)
+            for f in dataclasses.fields(config) for v in [getattr(config, f.name)]}
 
 
 @dataclass(frozen=True)
@@ -75,8 +107,8 @@ class CBCTPreprocessConfig:
         if isinstance(self.intensity_offset, str) and self.intensity_offset != "auto":
             raise ConfigError(f"intensity_offset must be a number or 'auto' (got {self.intensity_offset!r})")
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 @dataclass(frozen=True)
@@ -98,8 +130,8 @@ class ROIConfig:
     min_teeth_volume_mm3: float = 500.0
     fallback_intensity: float = 0.62
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 @dataclass(frozen=True)
@@ -137,8 +169,8 @@ class SlidingWindowConfig:
         if int(self.whole_crop_max_voxels) < 0:
             raise ConfigError(f"whole_crop_max_voxels must be >= 0 (got {self.whole_crop_max_voxels})")
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 @dataclass(frozen=True)
@@ -158,8 +190,8 @@ class PostprocessConfig:
     lambda_order: float = 4.0
     delta_order: float = 0.5
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 @dataclass(frozen=True)
@@ -195,7 +227,7 @@ class ModelCard:
     roi_model: str = ""
     metrics: dict = field(default_factory=dict)
 
-    from_dict = classmethod(_strict_from_dict)
+    from_dict = classmethod(config_from_dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return config_to_dict(self)

@@ -15,67 +15,13 @@ is read as YAML: ``--set train.epochs=2 --set pretrain.crop_size=[32,64,64]``).
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from pathlib import Path
 from typing import Any
 
+from ToothMCLCore.config import config_from_dict, config_to_dict
 from ToothMCLCore.errors import ConfigError
 
-
-def config_from_dict(cls, data: dict):
-    """Build a config dataclass from a mapping: unknown keys are refused, numbers are coerced.
-
-    YAML reads ``1e-4`` as a string (YAML 1.1 needs ``1.0e-4``); a ``float`` field accepts it,
-    an ``int`` field accepts ``2.0`` but not ``2.5``, a ``bool`` field only true/false, and lists
-    become tuples.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__} must be a mapping (got {type(data).__name__})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(cls.__name__, name, hints[name], value) for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"invalid {cls.__name__}: {exc}") from None
-
-
-def _coerce(owner: str, name: str, hint, value):
-    args = typing.get_args(hint)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ConfigError(f"{owner}.{name} must not be empty")
-    base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
-    try:
-        if base is bool:
-            if not isinstance(value, bool):
-                raise ValueError("expected true or false")
-            return value
-        if base is int:
-            number = float(value)
-            if number != int(number):
-                raise ValueError("expected a whole number")
-            return int(number)
-        if base is float:
-            return float(value)
-        if base is str:
-            return str(value)
-        if typing.get_origin(base) is tuple or base is tuple:
-            return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{owner}.{name}: cannot use {value!r} ({exc})") from None
-    return value
-
-
-def config_to_dict(config) -> dict:
-    """A config dataclass as a plain dict (tuples as lists), for YAML, JSON and checkpoints."""
-    return {f.name: (list(v) if isinstance(v, tuple) else v)
-            for f in dataclasses.fields(config) for v in [getattr(config, f.name)]}
+__all__ = ["config_from_dict", "config_to_dict", "load_config", "parse_overrides"]
 
 
 def parse_overrides(items) -> dict:

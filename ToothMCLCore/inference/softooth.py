@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__
-from ..config import _strict_from_dict, _to_dict
+from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, WeightsError
 from ..io.mesh import MeshReadResult
 from ..preprocessing.ios import COORDINATE_SCALE_MM
@@ -119,8 +119,8 @@ class SOFToothSettings:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name} must be within 0..1 (got {getattr(self, name)})")
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 def resolve_sam_checkpoint(settings: SOFToothSettings, explicit=None) -> Path | None:

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fdi
-from ..config import _strict_from_dict, _to_dict
+from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, InvalidInputError
 from ..types import Geometry, Volume
 from .ios import COORDINATE_SCALE_MM, CanonicalFrame
@@ -107,8 +107,8 @@ class CorrespondenceConfig:
             raise ConfigError("proximity factors must exceed 1 (got "
                               f"{self.proximity_factor_cbct}, {self.proximity_factor_ios})")
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 # ------------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fdi
-from ..config import _strict_from_dict, _to_dict
+from ..config import config_from_dict, config_to_dict
 from ..errors import ConfigError, InvalidInputError, RegistrationError
 from ..types import SurfaceMesh, Volume
 from .registration_icp import ToothSurface, icp_point_to_plane, icp_point_to_point, subsample
@@ -144,8 +144,8 @@ class RegistrationConfig:
         if min(self.coarse_points, self.fine_points, self.max_iterations, self.coarse_iterations) < 1:
             raise ConfigError("point counts and iteration counts must be at least 1")
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 @dataclass

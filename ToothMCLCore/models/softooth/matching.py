@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ... import fdi
-from ...config import _strict_from_dict, _to_dict
+from ...config import config_from_dict, config_to_dict
 from ...errors import ConfigError, InvalidInputError
 from ...postprocessing.assignment import (
     DELTA_DRIFT,
@@ -86,8 +86,8 @@ class FHMConfig:
             if not float(getattr(self, name)) >= 0:
                 raise ConfigError(f"FHMConfig.{name} must be >= 0 (got {getattr(self, name)})")
 
-    from_dict = classmethod(_strict_from_dict)
-    to_dict = _to_dict
+    from_dict = classmethod(config_from_dict)
+    to_dict = config_to_dict
 
 
 def _np(x) -> np.ndarray:

@@ -496,6 +496,28 @@ def test_iosseg_foreign_colours_names_and_duplicates_are_refused(tmp_path):
         list(iter_iosseg(tmp_path / "c"))
 
 
+def test_iosseg_reads_scans_as_every_scan_is_read(tmp_path):
+    """The converter reads through read_mesh: a PLY without face colours is refused with advice, one
+    in metres gets read_mesh's units advice, and the face colours reach the cleaned mesh's faces."""
+    from ToothMCLCore.io.mesh import read_mesh, write_mesh
+    from ToothMCLCore.types import SurfaceMesh
+
+    vertices, faces = _grid()
+    (tmp_path / "a").mkdir()
+    write_mesh(tmp_path / "a" / "003_U.ply", SurfaceMesh(vertices, faces))
+    with pytest.raises(InvalidInputError, match="003_U.ply has no colour per triangle"):
+        list(iter_iosseg(tmp_path / "a"))
+    colors = np.full((len(faces), 3), 255)
+    _write_colored_ply(tmp_path / "b" / "004_U.ply", vertices / 1000.0, faces, colors)
+    with pytest.raises(InvalidInputError, match="pass --units m"):
+        list(iter_iosseg(tmp_path / "b"))
+    colors[:5] = UPPER_PALETTE[0]
+    _write_colored_ply(tmp_path / "c" / "005_U.ply", vertices, faces, colors)
+    scan = read_mesh(tmp_path / "c" / "005_U.ply")
+    assert scan.face_data["rgb"].shape == (len(scan.mesh.faces), 3)
+    assert (scan.face_data["rgb"] == UPPER_PALETTE[0]).all(axis=1).sum() == 5
+
+
 # ------------------------------------------------------------------------------------------------
 # Registry and command line
 # ------------------------------------------------------------------------------------------------

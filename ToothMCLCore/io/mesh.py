@@ -112,20 +112,34 @@ def _read_stl(data: bytes):
     return vertices, np.arange(len(vertices)).reshape(-1, 3), None, None, {}
 
 
+def _ply_properties(raw) -> tuple:
+    """Property names of a PLY element as trimesh keeps it (ASCII: a dict of arrays; binary: a
+    structured array)."""
+    if isinstance(raw, dict):
+        return tuple(raw)
+    return raw.dtype.names if raw is not None and getattr(raw, "dtype", None) is not None and raw.dtype.names else ()
+
+
 def _read_ply(path: Path):
+    """Vertices, triangles, vertex normals and ``FDI`` (when stored) and, as face data, the face
+    colours ``rgb`` (M, 3) when every triangle has one (3D-IOSSeg stores its labels so)."""
     import trimesh
 
     geom = trimesh.load(path, file_type="ply", process=False)
-    raw = geom.metadata.get("_ply_raw", {}).get("vertex", {}).get("data")
-    if isinstance(raw, dict):  # ASCII PLY: trimesh gives one array per property
-        names = tuple(raw)
-    else:  # binary PLY: one structured array
-        names = raw.dtype.names if raw is not None and raw.dtype.names else ()
+    elements = geom.metadata.get("_ply_raw", {})
+    raw = elements.get("vertex", {}).get("data")
+    names = _ply_properties(raw)
     normals = (np.stack([np.asarray(raw[k]).ravel() for k in ("nx", "ny", "nz")], 1).astype(np.float64)
                if "nz" in names else None)
     labels = np.asarray(raw["FDI"]).ravel().astype(np.int32) if "FDI" in names else None
     faces = np.asarray(getattr(geom, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
-    return np.asarray(geom.vertices, dtype=np.float64).reshape(-1, 3), faces, normals, labels, {}
+    face_data = {}
+    face_raw = elements.get("face", {}).get("data")
+    if all(c in _ply_properties(face_raw) for c in ("red", "green", "blue")):
+        rgb = np.stack([np.asarray(face_raw[c]).reshape(-1) for c in ("red", "green", "blue")], 1).astype(np.int64)
+        if len(rgb) == len(faces):  # polygons split into triangles have no colour each
+            face_data["rgb"] = rgb
+    return np.asarray(geom.vertices, dtype=np.float64).reshape(-1, 3), faces, normals, labels, face_data
 
 
 def _declared_faces(path: Path, suffix: str) -> int:

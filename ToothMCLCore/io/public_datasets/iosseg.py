@@ -101,38 +101,6 @@ def find_cases(root, skip_unpaired: bool = False) -> list[tuple[str, str, Path]]
             if len(p) == 1]
 
 
-def read_colored_ply(path):
-    """Vertices, faces, vertex normals (or None) and (M, 3) uint8 face colours of a PLY file.
-
-    Raises:
-        InvalidInputError: unreadable file, no face colours, or polygons that are not triangles.
-    """
-    import trimesh
-
-    path = Path(path)
-    try:
-        geom = trimesh.load(path, file_type="ply", process=False)
-        raw = geom.metadata["_ply_raw"]
-        face, vertex = raw["face"]["data"], raw["vertex"]["data"]
-        names = face.dtype.names if hasattr(face, "dtype") else tuple(face)
-        vnames = vertex.dtype.names if hasattr(vertex, "dtype") else tuple(vertex)
-    except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt or foreign file
-        raise InvalidInputError(f"cannot read {path.name} as PLY ({exc}); the file is corrupt or truncated") from None
-    if not all(c in names for c in ("red", "green", "blue")):
-        raise InvalidInputError(f"{path.name} has no face colours (red, green, blue); 3D-IOSSeg stores its "
-                                "labels as face colours: use the labelled release")
-    colors = np.stack([np.asarray(face[c]).reshape(-1) for c in ("red", "green", "blue")], 1).astype(np.int64)
-    faces = np.asarray(geom.faces, dtype=np.int64).reshape(-1, 3)
-    if len(colors) != len(faces):
-        raise InvalidInputError(f"{path.name}: {len(colors)} coloured faces became {len(faces)} triangles; "
-                                "3D-IOSSeg meshes are triangle meshes: export the scan as triangles")
-    vertices = np.asarray(geom.vertices, dtype=np.float64).reshape(-1, 3)
-    normals = None
-    if all(c in vnames for c in ("nx", "ny", "nz")):
-        normals = np.stack([np.asarray(vertex[c]).reshape(-1) for c in ("nx", "ny", "nz")], 1).astype(np.float64)
-    return vertices, faces, normals, colors
-
-
 def _rgb(code) -> tuple[int, int, int]:
     code = int(code)
     return code // 65536, code // 256 % 256, code % 256
@@ -223,18 +191,25 @@ def class_to_fdi(jaw: str, first_is_right: bool) -> np.ndarray:
 
 
 def convert_scan(path, jaw: str, sides: str = "geometry", unknown_colors: str = "error"):
-    """Read one 3D-IOSSeg PLY: ``(MeshReadResult, (N,) FDI labels on the cleaned mesh, info)``."""
-    from ..mesh import MAX_DIAGONAL_MM, MIN_DIAGONAL_MM, clean_mesh
+    """Read one 3D-IOSSeg PLY: ``(MeshReadResult, (N,) FDI labels on the cleaned mesh, info)``.
+
+    The scan is read as every scan is (:func:`~ToothMCLCore.io.mesh.read_mesh`: cleaned, units
+    checked); its face colours come with it, one per cleaned triangle, and every vertex takes
+    the majority class of its faces.
+
+    Raises:
+        InvalidInputError: an unreadable or foreign file, no colour per triangle, or an unknown colour.
+    """
+    from ..mesh import read_mesh
 
     path = Path(path)
-    vertices, faces, normals, colors = read_colored_ply(path)
-    classes_file = vertex_votes(len(vertices), faces, face_classes(colors, jaw, path.name, unknown_colors), 17)
-    result = clean_mesh(vertices, faces, normals=normals, source=str(path))
-    diagonal = float(np.linalg.norm(np.ptp(result.mesh.vertices_ras, axis=0)))
-    if not MIN_DIAGONAL_MM <= diagonal <= MAX_DIAGONAL_MM:
-        raise InvalidInputError(f"{path.name} is {diagonal:.4g} units across; expected a jaw in mm "
-                                f"({MIN_DIAGONAL_MM:g}-{MAX_DIAGONAL_MM:g}); check the file")
-    classes = classes_file[result.clean_to_file]
+    result = read_mesh(path)
+    colors = result.face_data.get("rgb")
+    if colors is None:
+        raise InvalidInputError(f"{path.name} has no colour per triangle (face red, green, blue); 3D-IOSSeg stores "
+                                "its labels as face colours of a triangle mesh: use the labelled release")
+    classes = vertex_votes(result.mesh.n_vertices, result.mesh.faces,
+                           face_classes(colors, jaw, path.name, unknown_colors), 17)
     decided = None
     if sides == "geometry":
         decided = first_half_is_right(result.mesh.vertices_ras, classes,

@@ -122,6 +122,7 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._timer = None
         self.teethPanel = None
+        self._patientSubject = None  # the case whose patient ID the field shows
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -255,6 +256,9 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         subject = self.teethPanel.subject() if self.teethPanel is not None else None
         self.ui.saveCorrectionButton.enabled = bool(storeAvailable and subject)
         self.ui.saveCorrectionButton.toolTip = storeMessage
+        if subject is not None and subject is not self._patientSubject:
+            self._patientSubject = subject  # a new case: its DICOM patient ID, else the user enters it
+            self.ui.patientLineEdit.text = self.logic.patientIdOf(subject)
         if self.teethPanel is not None:
             self.teethPanel.update()
 
@@ -321,7 +325,7 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("The correction could not be saved."), waitCursor=True):
             self.logic.saveCorrection(self.teethPanel.subject(), p.storePath, p.annotator,
-                                      self.ui.noteLineEdit.text)
+                                      self.ui.noteLineEdit.text, patient_id=self.ui.patientLineEdit.text)
             self.ui.noteLineEdit.text = ""
             slicer.util.showStatusMessage(_("Correction saved."), 3000)
 

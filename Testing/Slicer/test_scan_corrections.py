@@ -142,7 +142,7 @@ def test_saving_a_scan_correction_stores_an_ios_revision(labelled_scan, tmp_path
     model, labels = labelled_scan
     logic.applyCorrection(model, "reassign", tooth=37, target=35)
 
-    revision = logic.saveCorrection(model, tmp_path / "store", "Dr Lee", "37 was 35")
+    revision = logic.saveCorrection(model, tmp_path / "store", "Dr Lee", "37 was 35", patient_id="patient7")
 
     loaded = CorrectionStore(tmp_path / "store").load("patient7_lower")
     assert revision.revision == 1 and loaded.revision.modality == "ios" and loaded.revision.jaw == "lower"
@@ -163,7 +163,7 @@ def test_saving_a_scan_without_a_stored_prediction_is_refused(scene, labelled_sc
     model, _ = labelled_scan
     model.GetPolyData().GetPointData().RemoveArray("FDI prediction")
     with pytest.raises(InvalidInputError, match="no stored prediction"):
-        SegmentationLogic().saveCorrection(model, tmp_path / "store", "Dr Lee")
+        SegmentationLogic().saveCorrection(model, tmp_path / "store", "Dr Lee", patient_id="patient7")
     assert not (tmp_path / "store").exists()
 
 

@@ -17,7 +17,7 @@ Public API (camelCase, Slicer style)::
     logic.applyVertexLabels(modelNode, labelsPerVertex)
     logic.relabelVertices(scanNode, logic.verticesInROI(scanNode, roiNode), 36)  # scans
     logic.createToothModels(scanNode)
-    logic.saveCorrection(segmentationNode or scanNode, store_path, annotator, note)
+    logic.saveCorrection(segmentationNode or scanNode, store_path, annotator, note, patient_id="P17")
 """
 
 from __future__ import annotations
@@ -291,6 +291,14 @@ class SegmentationLogic:
             return False, STORE_NOT_AVAILABLE
         return True, "Save the prediction, the corrected segmentation and the list of corrections"
 
+    def patientIdOf(self, node) -> str:
+        """The DICOM patient ID of a segmentation's input volume, or of a scan, when Slicer's DICOM
+        import recorded one in the subject hierarchy; "" otherwise (the user must enter it)."""
+        if node is None:
+            return ""
+        inputNode = node if node.IsA("vtkMRMLModelNode") else node.GetNodeReference(INPUT_ROLE)
+        return _dicomPatientId(inputNode) or _dicomPatientId(node)
+
     def saveCorrection(self, segmentationNode, store_path, annotator: str, note: str = "",
                        case_id: str | None = None, patient_id: str | None = None):
         """Save (prediction, corrected, diff, provenance) into the corrections store.
@@ -302,8 +310,10 @@ class SegmentationLogic:
             annotator: who corrected it.
             note: free text.
             case_id: defaults to the input's node name.
-            patient_id: the patient (dataset splits keep a patient's cases together); defaults
-                to the case.
+            patient_id: the patient, shared by both jaws and the CBCT of one person, so that
+                dataset splits never put one patient in training and test. None takes the
+                DICOM patient ID of the input (:meth:`patientIdOf`); without one, saving is
+                refused: a case id in its place would make every scan a patient of its own.
 
         Returns:
             the :class:`~ToothMCLCore.corrections.records.Revision` saved.
@@ -331,10 +341,15 @@ class SegmentationLogic:
                 f"{segmentationNode.GetName()} has no stored prediction (it was not made by ToothMCL in "
                 f"this scene); segment the {'scan' if scan else 'volume'} with ToothMCL, correct it, then save"
             )
+        patient_id = str(patient_id or "").strip() or self.patientIdOf(segmentationNode)
+        if not patient_id:
+            raise InvalidInputError(
+                "enter the patient ID before saving: both jaws and the CBCT of one patient must share it, so "
+                "that training and test data never split a patient (DICOM inputs fill it in)")
         provenance = getProvenance(segmentationNode)
         diff = self.correctionDiff(segmentationNode)
         provenance.pop("corrections", None)
-        extra = {"patient_id": patient_id} if patient_id else {}
+        extra = {"patient_id": patient_id}
         if scan:
             inputNode = segmentationNode
             inputPath = nodeFilePath(inputNode)
@@ -359,6 +374,26 @@ class SegmentationLogic:
             input_path=inputPath, model=provenance, annotator=str(annotator).strip(),
             note=str(note or ""), diff=diff, **labels, **extra,
         )
+
+
+def _dicomPatientId(node) -> str:
+    """The ``DICOM.PatientID`` attribute of ``node``'s subject hierarchy item or of an item above
+    it (Slicer's DICOM import sets it on the patient item), else ""."""
+    import slicer
+
+    if node is None or node.GetScene() is None:
+        return ""
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    if shNode is None:
+        return ""
+    item = shNode.GetItemByDataNode(node)
+    root = shNode.GetSceneItemID()
+    while item and item != root:
+        value = shNode.GetItemAttribute(item, "DICOM.PatientID")
+        if value:
+            return str(value).strip()
+        item = shNode.GetItemParent(item)
+    return ""
 
 
 def _pointsSha256(modelNode) -> str:

@@ -78,7 +78,7 @@ def checkScanSegmentationAndCorrection(scene, logic) -> None:
     _require(np.array_equal(vertexPrediction(scan), labels), "the stored prediction changed with a correction")
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder) / "store"
-        logic.saveCorrection(scan, store, "self-test", "deleted one tooth")
+        logic.saveCorrection(scan, store, "self-test", "deleted one tooth", patient_id="self-test patient")
         loaded = CorrectionStore(store).load("self-test scan")
         _require(loaded.revision.modality == "ios", "the scan was not saved as an IOS correction")
         _require(np.array_equal(loaded.corrected, vertexLabels(scan)), "the saved correction differs from the scan")

@@ -11,6 +11,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 TINY_ARCH = {"in_channels": 1, "out_channels": 34, "feature_size": 12, "depths": [1, 1, 1, 1]}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny tensors run faster on one thread than on two fighting a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def small_phantom():
     """A coarse (0.8 mm, oblique) CBCT phantom and its labels: fast to make and to segment."""

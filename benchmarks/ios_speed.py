@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from timing import peak_memory_mib
 
 #: phantom resolution (mm) giving about 100k and 300k vertices
 SIZES = {"100k": 0.30, "300k": 0.17}
@@ -71,8 +72,7 @@ def main(argv=None) -> int:
             total = time.perf_counter() - t0
             print(f"{name:<6}{scan.n_file_vertices:>9}{t_read:>7.2f}{prep:>9.2f}{net:>9.2f}{transfer:>10.2f}"
                   f"{post:>7.2f}{t_write:>7.2f}{total:>8.2f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"peak resident memory: {peak:.0f} MiB; target: 100k vertices in < 10 s end to end")
+    print(f"peak resident memory: {peak_memory_mib():.0f} MiB; target: 100k vertices in < 10 s end to end")
     return 0
 
 

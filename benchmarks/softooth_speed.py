@@ -17,9 +17,10 @@ architectures, hence the same cost. A benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
+
+from timing import StageTimes, peak_memory_mib
 
 STAGES = ("decimate", "features", "render", "sam", "sample", "network", "number")
 
@@ -74,36 +75,29 @@ def main(argv=None) -> int:
     print(head)
     for jaw in args.jaws:
         mesh = make_ios_phantom(11, jaw=jaw, resolution_mm=args.resolution_mm)
-        times = {}
-        t = time.perf_counter()
-        scan = decimate_scan(mesh, args.target_faces)
-        times["decimate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        inp = build_input(scan, jaw)
-        times["features"] = time.perf_counter() - t
-        t = time.perf_counter()
-        view = render_occlusal(inp.vertices_canonical, inp.faces, image_size=args.image_size)
-        times["render"] = time.perf_counter() - t
-        t = time.perf_counter()
-        embedding = extractor.embed(view.image)
-        times["sam"] = time.perf_counter() - t
-        t = time.perf_counter()
-        yx = torch.as_tensor(np.asarray(view.face_pixel_yx, np.float32))[None]
-        feats = sample_embedding(torch.from_numpy(embedding)[None], yx, view.image_hw)[0].numpy()
-        times["sample"] = time.perf_counter() - t
+        times = StageTimes()
+        with times.stage("decimate"):
+            scan = decimate_scan(mesh, args.target_faces)
+        with times.stage("features"):
+            inp = build_input(scan, jaw)
+        with times.stage("render"):
+            view = render_occlusal(inp.vertices_canonical, inp.faces, image_size=args.image_size)
+        with times.stage("sam"):
+            embedding = extractor.embed(view.image)
+        with times.stage("sample"):
+            yx = torch.as_tensor(np.asarray(view.face_pixel_yx, np.float32))[None]
+            feats = sample_embedding(torch.from_numpy(embedding)[None], yx, view.image_hw)[0].numpy()
         assert feats.shape == (inp.n_faces, EMBED_DIM)
-        t = time.perf_counter()
-        outputs = run_network(net, PreparedScan(inp, feats.astype(np.float32), view.face_visible), extractor.device)
-        times["network"] = time.perf_counter() - t
-        t = time.perf_counter()
-        number_faces(outputs, inp.faces, jaw, SOFToothSettings())
-        times["number"] = time.perf_counter() - t
-        total = sum(times.values())
+        with times.stage("network"):
+            outputs = run_network(net, PreparedScan(inp, feats.astype(np.float32), view.face_visible),
+                                  extractor.device)
+        with times.stage("number"):
+            number_faces(outputs, inp.faces, jaw, SOFToothSettings())
+        total = times.total
         cells = "".join(f"{times[s]:>9.2f}s ({100 * times[s] / total:>2.0f}%)" for s in STAGES)
         print(f"{jaw:<6}{mesh.n_vertices:>9}{inp.n_faces:>7}{cells}{total:>8.2f}s"
               f"   ({view.face_visible.mean():.0%} faces visible)")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"peak resident memory: {peak:.0f} MiB")
+    print(f"peak resident memory: {peak_memory_mib():.0f} MiB")
     return 0
 
 

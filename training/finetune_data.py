@@ -46,12 +46,13 @@ def _region(meta: dict, shape, margin_voxels: int, rng=None) -> tuple[slice, ...
     return expand_box(box, shape, margin_voxels, rng)
 
 
-class CBCTCropDataset(torch.utils.data.Dataset):
-    """Training crops ``(image (1, K, J, I) float32, classes (1, K, J, I) int64)``, augmented."""
+class _Cases(torch.utils.data.Dataset):
+    """Dataset cases prepared through an :class:`ArrayCache` opened in the worker that reads them
+    (a cache holds memory maps, which do not cross process boundaries)."""
 
-    def __init__(self, cases, preprocess, config, seed: int, cache_dir):
-        self.cases, self.preprocess, self.config, self.seed = list(cases), preprocess, config, int(seed)
-        self.cache_dir, self.epoch, self._cache = cache_dir, 0, None
+    def __init__(self, cases, cache_dir, seed: int = 0):
+        self.cases, self.cache_dir, self.seed = list(cases), cache_dir, int(seed)
+        self.epoch, self._cache = 0, None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -59,11 +60,23 @@ class CBCTCropDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.cases)
 
-    def __getitem__(self, index):
+    @property
+    def cache(self) -> ArrayCache:
         if self._cache is None:
             self._cache = ArrayCache(self.cache_dir or None)
+        return self._cache
+
+
+class CBCTCropDataset(_Cases):
+    """Training crops ``(image (1, K, J, I) float32, classes (1, K, J, I) int64)``, augmented."""
+
+    def __init__(self, cases, preprocess, config, seed: int, cache_dir):
+        super().__init__(cases, cache_dir, seed)
+        self.preprocess, self.config = preprocess, config
+
+    def __getitem__(self, index):
         c = self.config
-        arrays, meta = _cbct_case(self._cache, self.cases[index], self.preprocess)
+        arrays, meta = _cbct_case(self.cache, self.cases[index], self.preprocess)
         rng = sample_rng(self.seed, self.epoch, index)
         image, classes, size = arrays["image"], arrays["classes"], tuple(int(s) for s in c.crop_size)
         region = _region(meta, image.shape, round(c.roi_margin_mm / self.preprocess.spacing_mm), rng)
@@ -82,20 +95,15 @@ class CBCTCropDataset(torch.utils.data.Dataset):
                 torch.from_numpy(y.astype(np.int64))[None])
 
 
-class CBCTCaseDataset(torch.utils.data.Dataset):
+class CBCTCaseDataset(_Cases):
     """Validation cases: the teeth box plus the margin, ``(image (1, K, J, I), classes (K, J, I))``."""
 
     def __init__(self, cases, preprocess, config, cache_dir):
-        self.cases, self.preprocess, self.config = list(cases), preprocess, config
-        self.cache_dir, self._cache = cache_dir, None
-
-    def __len__(self):
-        return len(self.cases)
+        super().__init__(cases, cache_dir)
+        self.preprocess, self.config = preprocess, config
 
     def __getitem__(self, index):
-        if self._cache is None:
-            self._cache = ArrayCache(self.cache_dir or None)
-        arrays, meta = _cbct_case(self._cache, self.cases[index], self.preprocess)
+        arrays, meta = _cbct_case(self.cache, self.cases[index], self.preprocess)
         region = _region(meta, arrays["image"].shape, round(self.config.roi_margin_mm / self.preprocess.spacing_mm))
         x = np.array(arrays["image"][region], np.float32)  # a copy: the cache is memory-mapped read-only
         return torch.from_numpy(x)[None], torch.from_numpy(np.array(arrays["classes"][region], np.int64))
@@ -153,7 +161,7 @@ def _ios_jaw(cache: ArrayCache, case, n_points: int, whole: bool = False) -> tup
     return cache.get(cache_key(case.case_id, *key), build)
 
 
-class IOSJawDataset(torch.utils.data.Dataset):
+class IOSJawDataset(_Cases):
     """Jaws as ``(points (n, 3), features (n, 6), classes (n,))``; augmented for training.
 
     ``config.sampling``: ``"fixed"`` (the paper's way) samples ``n_points`` once per jaw and
@@ -163,11 +171,8 @@ class IOSJawDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, cases, config, seed: int, cache_dir, augment: bool):
-        self.cases, self.config, self.seed, self.augment = list(cases), config, int(seed), augment
-        self.cache_dir, self.epoch, self._cache = cache_dir, 0, None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        super().__init__(cases, cache_dir, seed)
+        self.config, self.augment = config, augment
 
     def __len__(self):
         return len(self.cases) * (self.config.repeats if self.augment else 1)
@@ -177,11 +182,9 @@ class IOSJawDataset(torch.utils.data.Dataset):
 
         from .ios_sampling import RESOLUTION_CHOICES, resample_jaw, sample_like_inference
 
-        if self._cache is None:
-            self._cache = ArrayCache(self.cache_dir or None)
         c = self.config
         whole = c.sampling == "mesh"
-        arrays, meta = _ios_jaw(self._cache, self.cases[index % len(self.cases)], c.n_points, whole=whole)
+        arrays, meta = _ios_jaw(self.cache, self.cases[index % len(self.cases)], c.n_points, whole=whole)
         rng = sample_rng(self.seed, self.epoch, index)
         pts, nrm = np.asarray(arrays["points"], np.float64), np.asarray(arrays["normals"], np.float64)
         classes = np.asarray(arrays["classes"], np.int64)

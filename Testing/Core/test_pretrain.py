@@ -28,12 +28,7 @@ from training.pretrain_model import build_pretrain_model, load_encoder, load_pre
 TINY = "training/configs/pretrain_tiny.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 def tiny_config(**values) -> PretrainConfig:

@@ -13,14 +13,7 @@ from ToothMCLCore.models.softooth.cmr import mask_centres, pseudo_masks
 from ToothMCLCore.models.softooth.encoder import GraphAttentionBlock
 from ToothMCLCore.models.softooth.prg import PointwiseResidualGating, guidance_weights
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster than two fighting a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 def _scan(b=2, n=500, seed=0):

@@ -26,13 +26,7 @@ TINY_ARCH = {"preset": "tiny", "sam_channels": 256}
 TINY_PREPROCESS = {"target_faces": 800, "image_size": 128, "sam_model_type": "tiny", "sam_tiny_img_size": 128}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a busy 2-core machine: one thread is much faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 @pytest.fixture(autouse=True)

@@ -39,8 +39,16 @@ def cmd_segment_cbct(args) -> int:
     out = _check_output(args.output, CBCT_OUTPUT_SUFFIXES)
     # The networks build (torch and MONAI imports included) while the scan is read and
     # preprocessed; a bad --weights or --model still fails here, before the scan is read.
-    predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device,
-                              load_in_background=True, paper_protocol=args.paper_protocol)
+    from .errors import InvalidInputError
+    from .inference.cbct_nnunet import NNUNetCBCTPredictor, is_results_folder
+
+    if is_results_folder(args.weights):  # an nnU-Net v2 results folder
+        if args.paper_protocol:
+            raise InvalidInputError("--paper-protocol runs the ToothMCL paper's pipeline; drop it for an nnU-Net model")
+        predictor = NNUNetCBCTPredictor(args.weights, device=args.device)
+    else:
+        predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device,
+                                  load_in_background=True, paper_protocol=args.paper_protocol)
     volume = read_volume(args.input)
     result = predictor.predict(volume, progress=Progress(enabled=not args.quiet))
     if predictor.device.type == "cpu":
@@ -123,7 +131,8 @@ def _add_model_options(parser) -> None:
     """--model / --weights (exclusive), --device and --quiet, shared by the segment commands."""
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--model", help="registry name (see 'toothmcl models')")
-    g.add_argument("--weights", help="path to a .safetensors file with its .json card")
+    g.add_argument("--weights", help="path to a .safetensors file with its .json card, or (segment-cbct) an "
+                                     "nnU-Net v2 results folder <Trainer>__<Plans>__<configuration>")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--paper-protocol", action="store_true",

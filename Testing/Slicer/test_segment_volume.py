@@ -158,3 +158,24 @@ def test_background_run_leaves_the_caller_free_and_cancel_adds_nothing(small_pha
     with pytest.raises(CancelledError):
         SegmentationLogic().finishSegmentation(job)
     assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_an_nnunet_results_folder_runs_through_the_module_logic(small_phantom, tmp_path):
+    """The module's logic takes an nnU-Net v2 results folder as its weights, like segment-cbct: a model
+    that finds only ToothFairy2's class 36 gives one segment, named as our FDI 36, with the folder's
+    checkpoint SHA-256 in the provenance, so a correction made on it is traceable to that model."""
+    import slicer
+    from nnunet_models import make_results_folder
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    from ToothMCLCore.models.checkpoint import sha256_of
+
+    root, _ = make_results_folder(tmp_path, spacing=1.0, favour=36)  # dataset class 36 = lower left first molar
+    scene = slicer.vtkMRMLScene()
+    image, _ = small_phantom
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    segmentation = SegmentationLogic().segmentVolume(volume, weights=root, device="cpu")
+    names = [s.GetName() for s in _segments(segmentation)]
+    assert names == ["36 lower left first molar"], names
+    assert segmentation.GetAttribute("ToothMCL.model_sha256") == sha256_of(root / "fold_0" / "checkpoint_final.pth")

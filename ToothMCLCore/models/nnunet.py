@@ -123,6 +123,9 @@ def read_results_folder(folder, folds=None, checkpoint: str = DEFAULT_CHECKPOINT
     if any(isinstance(v, (list, tuple)) for v in labels.values()):
         raise WeightsError(f"{root.name} is a region-based nnU-Net model (labels map to lists of ids); only "
                            "models with one class per label are supported")
+    if sorted(labels.values()) != list(range(len(labels))):
+        raise WeightsError(f"{root / 'dataset.json'}: label ids must be 0..{len(labels) - 1}, one each, as nnU-Net "
+                           "requires (they are the network's output channels); copy the model's own dataset.json")
     if not isinstance(dataset.get("channel_names"), dict) or len(dataset["channel_names"]) != 1:
         raise WeightsError(f"{root / 'dataset.json'}: a CBCT tooth model has one input channel "
                            f"(channel_names {dataset.get('channel_names')!r})")

@@ -217,10 +217,10 @@ class SegmentationLogic:
             mesh = surfaceMeshFromModelNode(inputNode)
             return SegmentationJob(self._work(ios_predictor, mesh, weights, model, device),
                                    progress, cancel, context=("model", inputNode))
-        from ToothMCLCore.inference.cbct import CBCTPredictor
+        from ToothMCLCore.inference.cbct_nnunet import cbct_predictor  # ToothMCL model or nnU-Net folder
 
         volume = volumeFromNode(inputNode)  # GUI thread: the worker never touches MRML
-        return SegmentationJob(self._work(CBCTPredictor, volume, weights, model, device),
+        return SegmentationJob(self._work(cbct_predictor, volume, weights, model, device),
                                progress, cancel, context=("volume", inputNode))
 
     def _work(self, predictorClass, data, weights, model, device):

@@ -1,0 +1,247 @@
+"""CBCT segmentation with an nnU-Net v2 tooth model (a results folder), through our pipeline.
+
+The same ``predict(volume, progress, cancel) -> CBCTResult`` as :class:`~.cbct.CBCTPredictor`,
+so ``segment-cbct --weights FOLDER``, the corrections and the ``.seg.nrrd`` output work
+unchanged. The folder is read by :mod:`ToothMCLCore.models.nnunet` (weights only, network
+classes only from dynamic_network_architectures and torch.nn). Stages:
+
+1. ``preprocess``: the volume is put on the RAS grid at the plans' spacing (one trilinear
+   interpolation, :func:`~ToothMCLCore.preprocessing.cbct.resample_to_canonical`), then
+   presented as nnU-Net saw its training images: the array of an axial image stored with the
+   identity direction in LPS (SimpleITK's order: x towards the patient's left, y posterior;
+   ToothFairy2's ``.mha`` files are so), i.e. our RAS grid flipped in x and y, with the plans'
+   ``transpose_forward``; intensities normalised as the plans say (``CTNormalization``: clipped
+   to the dataset's 0.5 / 99.5 percentiles, minus the mean, over the standard deviation; or
+   ``ZScoreNormalization`` of the image). Plans with an anisotropic spacing are refused for now.
+2. ``segment``: windows of the plans' patch size where nnU-Net puts them (step at most half a
+   patch), Gaussian weights of sigma 1/8 of the patch (nnU-Net's values); the class probabilities of
+   each window are summed into our 34 CBCT classes (teeth by FDI number, restorations into
+   metal, every other structure into background) before blending. nnU-Net blends logits and
+   mirrors the input 8 times by default; we blend probabilities and do not mirror (``mirror``
+   turns it on), which the benchmark compares.
+3. ``postprocess``: our FDI order-aware clean-up (:func:`~ToothMCLCore.postprocessing.cbct.number_teeth`).
+4. ``restore``: labels resampled onto the input grid (:func:`~.cbct.restore_labels`).
+
+Not yet: the other structures of a ToothFairy2 model (jaws, canals, sinuses, pharynx) as their
+own segments; the whole volume is segmented (no ROI crop).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, fdi
+from ..config import PostprocessConfig
+from ..errors import InvalidInputError, WeightsError
+from ..models.checkpoint import sha256_of
+from ..models.nnunet import DEFAULT_CHECKPOINT, label_values, load_network, read_results_folder
+from ..postprocessing.cbct import number_teeth
+from ..preprocessing.cbct import resample_to_canonical
+from ..types import Volume
+from .cbct import CBCTResult, ProgressFn, _Reporter, restore_labels, summarize
+from .device import autocast, resolve_device
+
+logger = logging.getLogger(__name__)
+
+#: nnU-Net's sliding-window settings
+OVERLAP = 0.5
+SIGMA_SCALE = 0.125
+NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization")
+
+
+class NNUNetCBCTPredictor:
+    """Tooth segmentation with an nnU-Net v2 results folder (see the module docstring).
+
+    Args:
+        folder: the ``<Trainer>__<Plans>__<configuration>`` results folder.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        fold: the fold whose checkpoint runs (default: the first one present).
+        checkpoint: checkpoint file name in ``fold_X``.
+        mirror: average the 8 mirrored versions of each window, as nnU-Net does by default.
+
+    Raises:
+        WeightsError: a folder :mod:`ToothMCLCore.models.nnunet` refuses, labels that are not
+            ToothFairy2's, or plans this pipeline cannot follow (anisotropic spacing, another
+            normalisation, more than one channel).
+    """
+
+    def __init__(self, folder, device: str = "auto", fold=None, checkpoint: str = DEFAULT_CHECKPOINT,
+                 mirror: bool = False):
+        self.results = read_results_folder(folder, None if fold is None else [fold], checkpoint)
+        self.device = resolve_device(device)
+        net, _ = load_network(self.results, fold)
+        self.net = net.to(self.device)
+        self.fold = str(fold) if fold is not None else min(self.results.checkpoints)
+        self.checkpoint_sha256 = sha256_of(self.results.checkpoints[self.fold])
+        self.mirror = bool(mirror)
+        plans, cfg = self.results.plans, self.results.configuration_plans
+        source = self.results.root / "plans.json"
+        spacing = [float(s) for s in cfg.get("spacing", [])]
+        if len(spacing) != 3 or max(spacing) > 1.01 * min(spacing):
+            raise WeightsError(f"{source}: spacing {spacing} is not isotropic; ToothMCL runs isotropic nnU-Net "
+                               "CBCT models (ToothFairy2's are 0.3 mm) for now")
+        self.spacing_mm = float(np.mean(spacing))
+        self.patch = tuple(int(s) for s in cfg["patch_size"])
+        self.transpose = tuple(int(a) for a in plans.get("transpose_forward", (0, 1, 2)))
+        if sorted(self.transpose) != [0, 1, 2]:
+            raise WeightsError(f"{source}: transpose_forward {self.transpose} is not a permutation of 0, 1, 2")
+        self.normalization = cfg["normalization_schemes"][0]
+        if self.normalization not in NORMALIZATIONS:
+            raise WeightsError(f"{source}: normalisation {self.normalization!r} is not one of {NORMALIZATIONS}")
+        self.intensity = plans.get("foreground_intensity_properties_per_channel", {}).get("0", {})
+        if self.normalization == "CTNormalization" and not {"mean", "std", "percentile_00_5",
+                                                            "percentile_99_5"} <= set(self.intensity):
+            raise WeightsError(f"{source}: CTNormalization needs foreground_intensity_properties_per_channel['0'] "
+                               "(mean, std, percentile_00_5, percentile_99_5)")
+        values = label_values(self.results.dataset, str(self.results.root / "dataset.json"))
+        scheme = fdi.fdi_to_class_index(np.array(sorted(set(values.values()))), "cbct")
+        lookup = dict(zip(sorted(set(values.values())), scheme.tolist()))
+        #: (nnU-Net class index, our CBCT class index) for every class of the model
+        self.class_map = np.array([lookup[values[c]] for c in range(len(values))], np.int64)
+        self.name = self.results.root.parent.name or self.results.root.name
+
+    # ------------------------------------------------------------------------------------
+    def to_network_array(self, canonical: np.ndarray) -> np.ndarray:
+        """Our RAS [k, j, i] array as nnU-Net's input (LPS-stored, transposed); float32."""
+        return np.ascontiguousarray(np.transpose(canonical[:, ::-1, ::-1], self.transpose), dtype=np.float32)
+
+    def from_network_array(self, array: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_network_array` on the last three axes."""
+        back = np.argsort(self.transpose)
+        lead = array.ndim - 3
+        out = np.transpose(array, tuple(range(lead)) + tuple(lead + int(a) for a in back))
+        return out[..., ::-1, ::-1]
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """The plans' intensity normalisation (module docstring), float32."""
+        x = x.astype(np.float32, copy=True)
+        if self.normalization == "CTNormalization":
+            p = self.intensity
+            np.clip(x, float(p["percentile_00_5"]), float(p["percentile_99_5"]), out=x)
+            return (x - np.float32(p["mean"])) / np.float32(max(float(p["std"]), 1e-8))
+        return (x - x.mean()) / max(float(x.std()), 1e-8)
+
+    def predict(self, volume: Volume, progress: ProgressFn | None = None,
+                cancel: threading.Event | None = None) -> CBCTResult:
+        """Segment and number the teeth of ``volume``; the result is on ``volume``'s grid."""
+        if volume.array.ndim != 3:
+            raise InvalidInputError(f"volume must be 3-D (got shape {volume.array.shape}); load a single CBCT series")
+        report = _Reporter(progress, cancel)
+        canonical, probs = self.probabilities(volume, report)
+        report("postprocess", 0.85)
+        labels = number_teeth(probs.argmax(axis=0).astype(np.uint8), probs, canonical.geometry, PostprocessConfig())
+        report("restore", 0.95)
+        restored = Volume(restore_labels(labels, canonical.geometry, volume), volume.geometry, volume.source)
+        report("done", 1.0)
+        provenance = {
+            "model": self.name, "model_format": "nnU-Net v2 results folder", "model_folder": str(self.results.root),
+            "configuration": self.results.configuration, "fold": self.fold,
+            "model_version": f"{self.results.configuration} fold {self.fold}",
+            "model_sha256": self.checkpoint_sha256, "spacing_mm": self.spacing_mm, "mirror": self.mirror,
+            "toothmcl_version": __version__, "device": str(self.device),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return CBCTResult(labels=restored, teeth=summarize(restored.array, volume.geometry), provenance=provenance)
+
+    def probabilities(self, volume: Volume, report=None) -> tuple[Volume, np.ndarray]:
+        """Stages 1-2: (the volume on the RAS grid at the plans' spacing, (34, K, J, I) float32
+        probabilities of our CBCT classes on that grid)."""
+        report = report or _Reporter(None, None)
+        report("preprocess", 0.0)
+        canonical = resample_to_canonical(volume, self.spacing_mm)
+        x = self.normalize(self.to_network_array(canonical.array))
+        report("segment", 0.2)
+        return canonical, np.ascontiguousarray(self.from_network_array(self._sliding_window(x, report)))
+
+    def _sliding_window(self, x: np.ndarray, report) -> np.ndarray:
+        """(34, ...) float32 probabilities of our CBCT classes on ``x``'s grid.
+
+        Windows where nnU-Net puts them (:func:`window_starts`), each weighted by nnU-Net's
+        Gaussian (:func:`gaussian_weights`); a volume smaller than a patch is padded with zeros
+        on both sides, as nnU-Net pads. Written here rather than MONAI's sliding window, which
+        places its last windows differently: with other window positions the network sees other
+        borders and 2-3 % of the voxels changed class against nnU-Net's own predictor."""
+        import torch
+
+        shape = x.shape
+        diff = [max(0, p - s) for p, s in zip(self.patch, shape)]
+        before = [d // 2 for d in diff]
+        x = np.pad(x, [(b, d - b) for b, d in zip(before, diff)])
+        weights = torch.from_numpy(gaussian_weights(self.patch))
+        index = torch.from_numpy(self.class_map)
+        n_out = fdi.num_classes("cbct")
+        total = torch.zeros((n_out,) + x.shape)
+        norm = torch.zeros(x.shape)
+        flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if self.mirror else [])
+        starts = [window_starts(s, p) for s, p in zip(x.shape, self.patch)]
+        n_windows, done = int(np.prod([len(s) for s in starts])), 0
+        t = torch.from_numpy(x)[None, None]
+        with torch.inference_mode():
+            for k in starts[0]:
+                for j in starts[1]:
+                    for i in starts[2]:
+                        report.check()
+                        box = (slice(k, k + self.patch[0]), slice(j, j + self.patch[1]), slice(i, i + self.patch[2]))
+                        batch = t[(0, 0) + box][None, None].to(self.device)
+                        probs = None
+                        with autocast(self.device):
+                            for axes in flips:
+                                inp = torch.flip(batch, axes) if axes else batch
+                                out = torch.softmax(self.net(inp).float(), dim=1)
+                                out = torch.flip(out, axes) if axes else out
+                                probs = out if probs is None else probs + out
+                        probs = (probs[0] / len(flips)).cpu()
+                        ours = torch.zeros((n_out,) + tuple(self.patch))
+                        ours.index_add_(0, index, probs)
+                        total[(slice(None),) + box] += ours * weights
+                        norm[box] += weights
+                        done += 1
+                        report("segment", 0.2 + 0.65 * done / n_windows)
+        probs = (total / norm).numpy()
+        crop = tuple(slice(b, b + s) for b, s in zip(before, shape))
+        return probs[(slice(None),) + crop]
+
+
+def window_starts(size: int, patch: int, step: float = OVERLAP) -> list[int]:
+    """Start of every window along an axis of ``size`` voxels, as nnU-Net places them: as few
+    windows as keep steps of at most ``step * patch``, spread evenly from 0 to ``size - patch``."""
+    if size <= patch:
+        return [0]
+    n = int(np.ceil((size - patch) / (patch * step))) + 1
+    return [int(np.round((size - patch) / (n - 1) * i)) for i in range(n)]
+
+
+def gaussian_weights(patch) -> np.ndarray:
+    """nnU-Net's window weights: a Gaussian of sigma ``SIGMA_SCALE * patch`` per axis centred on the
+    patch, scaled to 1 at its peak, zeros replaced by its smallest positive value (float32)."""
+    from scipy.ndimage import gaussian_filter
+
+    delta = np.zeros(patch)
+    delta[tuple(p // 2 for p in patch)] = 1.0
+    g = gaussian_filter(delta, [p * SIGMA_SCALE for p in patch], 0, mode="constant", cval=0.0)
+    g /= g.max()
+    g[g == 0] = g[g > 0].min()
+    return g.astype(np.float32)
+
+
+def is_results_folder(weights) -> bool:
+    """True when ``weights`` names a folder (an nnU-Net results folder) rather than a weights file."""
+    return weights is not None and Path(weights).is_dir()
+
+
+def cbct_predictor(weights=None, model: str | None = None, device: str = "auto", **options):
+    """The CBCT predictor for ``weights``: :class:`NNUNetCBCTPredictor` for an nnU-Net results
+    folder, :class:`~.cbct.CBCTPredictor` otherwise (``options`` go to it). Both have the same
+    ``predict``."""
+    if is_results_folder(weights):
+        if model:
+            raise InvalidInputError("give either a model name or an nnU-Net results folder, not both")
+        return NNUNetCBCTPredictor(weights, device=device)
+    from .cbct import CBCTPredictor
+
+    return CBCTPredictor(weights=weights, model=model, device=device, **options)

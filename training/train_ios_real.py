@@ -1,4 +1,4 @@
-"""Train, evaluate and card the real intraoral model ``ios_pt_real_v1``, in one command.
+"""Train, evaluate and card the real intraoral model (``ios_pt_real_v2``), in one command.
 
     python -m training.train_ios_real --data ../shared/data/meshsegnet --out runs/ios_real
 
@@ -13,14 +13,17 @@
    the paper) through ``training.finetune`` (the shared engine: ``OUT/last.ckpt`` after every
    epoch; run the same command again to resume after an interruption, and
    ``--set train.epochs=N`` to go on for longer).
-3. **Evaluate** the best weights on the test split with the full pipeline
-   (:class:`ToothMCLCore.inference.ios.IOSPredictor` with its default sampling passes, the scan
-   read back from its file as ``segment-ios`` reads it), print the per-jaw and per-tooth table
-   (:mod:`ToothMCLCore.evaluation.ios_split`), and write the figures, the split and the
-   limitations into the model card ``OUT/ios_pt_real_v1.json``.
+3. **Choose** the test-time sampling on the *validation* split: 6 farthest-point samplings, or
+   3 each with its mirror image (the same cost; :data:`SAMPLINGS`), whichever gives the better
+   mean per-tooth Dice there (``--passes`` / ``--mirror`` fix it instead).
+4. **Evaluate** the best weights on the test split with the full pipeline
+   (:class:`ToothMCLCore.inference.ios.IOSPredictor` with the chosen sampling, the scan read back
+   from its file as ``segment-ios`` reads it), print the per-jaw and per-tooth table
+   (:mod:`ToothMCLCore.evaluation.ios_split`), and write the figures, the split, the sampling and
+   the limitations into the model card ``OUT/<name>.json`` (the config's ``train.name``).
 
-To ship the result, copy ``OUT/ios_pt_real_v1.safetensors`` and its ``.json`` card into
-``ToothMCLCore/weights/``. ``--evaluate-only`` re-runs step 3 on existing weights.
+To ship the result, copy ``OUT/<name>.safetensors`` and its ``.json`` card into
+``ToothMCLCore/weights/``. ``--evaluate-only`` re-runs steps 3-4 on existing weights.
 """
 
 from __future__ import annotations
@@ -63,18 +66,36 @@ def convert(data: Path, export: Path):
                          description=f"MeshSegNet from {data}: {converter.description}. Labels: {converter.source}")
 
 
-def evaluate(weights: Path, dataset, passes: int | None = None, device: str = "cpu") -> dict:
-    """The test-split summary of :func:`ToothMCLCore.evaluation.ios_split.summarize`."""
+#: test-time sampling settings tried on the validation split, at about the same cost: (passes, mirror)
+SAMPLINGS = ((6, False), (3, True))
+
+
+def evaluate(weights: Path, dataset, passes: int | None = None, device: str = "cpu", mirror: bool | None = None,
+             split: str = "test") -> dict:
+    """The summary (:func:`ToothMCLCore.evaluation.ios_split.summarize`) of one split."""
     from ToothMCLCore.evaluation.ios_split import evaluate_cases, summarize
     from ToothMCLCore.inference.ios import IOSPredictor
 
     kwargs = {"passes": passes} if passes else {}
-    predictor = IOSPredictor(weights=weights, device=device, **kwargs)
-    scores = evaluate_cases(predictor, dataset.split("test"),
+    predictor = IOSPredictor(weights=weights, device=device, mirror=mirror, **kwargs)
+    scores = evaluate_cases(predictor, dataset.split(split),
                             progress=lambda case, f: logger.info("evaluating %s (%.0f %%)", case, 100 * f))
     summary = summarize(scores)
-    summary["sampling_passes"] = predictor.passes
+    summary["sampling_passes"], summary["mirror_passes"] = predictor.passes, predictor.mirror
     return summary
+
+
+def choose_sampling(weights: Path, dataset, device: str = "cpu") -> tuple[int, bool]:
+    """(passes, mirror) of :data:`SAMPLINGS` with the best mean per-tooth Dice over the upper and
+    lower jaws of the *validation* split (the test split chooses nothing)."""
+    best = None
+    for passes, mirror in SAMPLINGS:
+        s = evaluate(weights, dataset, passes, device, mirror, split="val")
+        score = (s["upper"]["mean_dice"] + s["lower"]["mean_dice"]) / 2
+        logger.info("validation: %d passes%s: mean Dice %.4f", passes, " + mirror" if mirror else "", score)
+        if best is None or score > best[0]:
+            best = (score, passes, mirror)
+    return best[1], best[2]
 
 
 def write_card(weights: Path, dataset, summary: dict) -> None:
@@ -101,12 +122,14 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
     data["intended_use"] = ("Intraoral-scan tooth segmentation and FDI numbering of permanent teeth, upper and lower "
                             "jaws; the default IOS model. Research use, not a medical device.")
     data["notes"] = (
-        f"{card.notes.split(NOTES_MARK)[0].rstrip()}{NOTES_MARK}{a['scans']} jaws, {summary['sampling_passes']} sampling passes): mean per-tooth "
+        f"{card.notes.split(NOTES_MARK)[0].rstrip()}{NOTES_MARK}{a['scans']} jaws, {summary['sampling_passes']} sampling passes"
+        f"{' with a mirror pass each' if summary.get('mirror_passes') else ''}): mean per-tooth "
         f"Dice {up['mean_dice']:.3f} upper / {low['mean_dice']:.3f} lower, tooth vs gingiva (TSA) "
         f"{up['tooth_vs_gingiva']:.3f} / {low['tooth_vs_gingiva']:.3f}, exp(-TLA) {a['exp_neg_TLA']:.3f}, TIR "
         f"{a['TIR']:.3f}, {a['mirrored_teeth']} teeth numbered as their mirror. {LIMITATIONS}")
     data["metrics"] = {"test_split": summary, "split_patients": patients}
-    data["preprocess"] = {**data["preprocess"], "sampling_passes": summary["sampling_passes"]}
+    data["preprocess"] = {**data["preprocess"], "sampling_passes": summary["sampling_passes"],
+                          "mirror_passes": bool(summary.get("mirror_passes", False))}
     atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(data).to_dict(), indent=2) + "\n")
 
 
@@ -126,7 +149,10 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=200 (repeatable)")
     p.add_argument("--evaluate-only", action="store_true", help="skip training; evaluate OUT's weights")
-    p.add_argument("--passes", type=int, help="sampling passes for the evaluation (default: the predictor's)")
+    p.add_argument("--passes", type=int, help="sampling passes for the evaluation (default: chosen on the validation "
+                                             "split among (6, no mirror) and (3, mirror))")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction,
+                   help="mirror pass for the evaluation (default: chosen on the validation split with --passes)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -154,7 +180,10 @@ def main(argv=None) -> int:
         sections = {"train": TrainConfig, "ios": IOSFinetuneConfig}
         name = load_config(args.config, sections, parse_overrides(args.overrides))["train"].name
         weights = out / f"{name}.safetensors"
-        summary = evaluate(weights, dataset, args.passes)
+        passes, mirror = args.passes, args.mirror
+        if passes is None and mirror is None:
+            passes, mirror = choose_sampling(weights, dataset)
+        summary = evaluate(weights, dataset, passes, mirror=mirror)
         write_card(weights, dataset, summary)
     except ToothMCLError as exc:
         print(f"error: {exc}", file=sys.stderr)

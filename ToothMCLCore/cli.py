@@ -40,12 +40,12 @@ def cmd_segment_cbct(args) -> int:
     # The networks build (torch and MONAI imports included) while the scan is read and
     # preprocessed; a bad --weights or --model still fails here, before the scan is read.
     from .errors import InvalidInputError
-    from .inference.cbct_nnunet import NNUNetCBCTPredictor, is_results_folder
+    from .inference.cbct_nnunet import cbct_predictor, is_nnunet_model, is_results_folder
 
-    if is_results_folder(args.weights):  # an nnU-Net v2 results folder
+    if is_results_folder(args.weights) or (args.model and is_nnunet_model(args.model)):  # nnU-Net v2
         if args.paper_protocol:
             raise InvalidInputError("--paper-protocol runs the ToothMCL paper's pipeline; drop it for an nnU-Net model")
-        predictor = NNUNetCBCTPredictor(args.weights, device=args.device)
+        predictor = cbct_predictor(weights=args.weights, model=args.model, device=args.device)
     else:
         predictor = CBCTPredictor(weights=args.weights, model=args.model, device=args.device,
                                   load_in_background=True, paper_protocol=args.paper_protocol)
@@ -123,7 +123,8 @@ def cmd_models(args) -> int:
     from .models.registry import load_registry
 
     for name, entry in sorted(load_registry().items()):
-        print(f"{name:<28} {entry.sha256[:12]}  {entry.description}")
+        kind = " (nnU-Net v2)" if entry.format == "nnunetv2" else ""
+        print(f"{name:<28} {entry.sha256[:12]}  {entry.description}{kind}")
     return 0
 
 

@@ -176,3 +176,53 @@ def test_segment_cbct_runs_a_results_folder_end_to_end(tmp_path, capsys):
     assert main(["segment-cbct", str(tmp_path / "scan.nii.gz"), "-o", str(tmp_path / "x.seg.nrrd"), "--weights",
                  str(root), "--paper-protocol", "-q"]) != 0
     assert "drop it for an nnU-Net model" in capsys.readouterr().err
+
+
+def test_a_registered_results_folder_runs_by_name_and_its_checkpoint_is_checked(tmp_path, monkeypatch, capsys):
+    """A registry entry with format nnunetv2 names a results folder (in place, file://) or a .zip of
+    it (unpacked once into the cache): segment-cbct --model NAME runs it and 'toothmcl models'
+    lists it; a checkpoint that is not the registered one, or an archive member that would land
+    outside the cache, is refused."""
+    import zipfile
+
+    from ToothMCLCore.cli import main
+    from ToothMCLCore.io.volume import write_volume
+    from ToothMCLCore.models.checkpoint import sha256_of
+    from ToothMCLCore.models.registry import resolve_results_folder
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    root, _ = make_results_folder(tmp_path / "models", spacing=1.0, favour=21)
+    digest = sha256_of(root / "fold_0" / "checkpoint_final.pth")
+    archive = tmp_path / "toy.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in root.rglob("*"):
+            zf.write(path, path.relative_to(root.parent.parent))
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escaped.txt", "x")
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({
+        "toy_nnunet": {"url": root.as_uri(), "sha256": digest, "format": "nnunetv2", "description": "toy"},
+        "toy_zip": {"url": archive.as_uri(), "sha256": digest, "format": "nnunetv2"},
+        "toy_wrong": {"url": root.as_uri(), "sha256": "0" * 64, "format": "nnunetv2"},
+        "toy_evil": {"url": evil.as_uri(), "sha256": digest, "format": "nnunetv2"}}))
+    monkeypatch.setenv("TOOTHMCL_REGISTRY", str(registry))
+    monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "cache"))
+
+    assert resolve_results_folder("toy_nnunet") == (root, "0")
+    unpacked, _ = resolve_results_folder("toy_zip")
+    assert unpacked.is_relative_to(tmp_path / "cache") and (unpacked / "plans.json").is_file()
+    with pytest.raises(WeightsError, match="not the registered model"):
+        resolve_results_folder("toy_wrong")
+    with pytest.raises(WeightsError, match="a path outside its folder"):
+        resolve_results_folder("toy_evil")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "cache" / "toy_evil").exists()
+
+    image, _ = make_cbct_phantom(4, spacing=1.3)
+    write_volume(tmp_path / "scan.nii.gz", image)
+    assert main(["segment-cbct", str(tmp_path / "scan.nii.gz"), "-o", str(tmp_path / "out.nii.gz"),
+                 "--model", "toy_zip", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "21  upper left central incisor" in printed and "1 teeth found" in printed
+    assert main(["models"]) == 0
+    assert "toy_nnunet" in capsys.readouterr().out

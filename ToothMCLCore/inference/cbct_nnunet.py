@@ -234,6 +234,14 @@ def is_results_folder(weights) -> bool:
     return weights is not None and Path(weights).is_dir()
 
 
+def is_nnunet_model(name: str) -> bool:
+    """True when registry name ``name`` is an nnU-Net results folder (``"format": "nnunetv2"``)."""
+    from ..models.registry import load_registry
+
+    entry = load_registry().get(name)
+    return entry is not None and entry.format == "nnunetv2"
+
+
 def cbct_predictor(weights=None, model: str | None = None, device: str = "auto", **options):
     """The CBCT predictor for ``weights``: :class:`NNUNetCBCTPredictor` for an nnU-Net results
     folder, :class:`~.cbct.CBCTPredictor` otherwise (``options`` go to it). Both have the same
@@ -242,6 +250,11 @@ def cbct_predictor(weights=None, model: str | None = None, device: str = "auto",
         if model:
             raise InvalidInputError("give either a model name or an nnU-Net results folder, not both")
         return NNUNetCBCTPredictor(weights, device=device)
+    if weights is None and model and is_nnunet_model(model):
+        from ..models.registry import resolve_results_folder
+
+        folder, fold = resolve_results_folder(model)
+        return NNUNetCBCTPredictor(folder, device=device, fold=fold)
     from .cbct import CBCTPredictor
 
     return CBCTPredictor(weights=weights, model=model, device=device, **options)

@@ -10,6 +10,11 @@ A name such as ``cbct_swinunetr_demo_v1`` resolves to a ``.safetensors`` file an
 Nothing is downloaded at import. Offline, the error names the URL and the exact path where
 the user can put the file by hand. Extra entries come from a JSON file (``$TOOTHMCL_REGISTRY``
 or the ``registry_file`` argument): ``{"name": {"url": ..., "sha256": ..., "description": ...}}``.
+
+An entry with ``"format": "nnunetv2"`` names an nnU-Net v2 results folder
+(:mod:`ToothMCLCore.models.nnunet`): ``url`` is the folder itself (``file://``) or a ``.zip`` of it,
+downloaded once and unpacked into the cache; ``sha256`` is that of the checkpoint of ``fold``
+(default "0"), checked every time the model is resolved (:func:`resolve_results_folder`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from .checkpoint import card_path, sha256_of
 logger = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: what a registry entry can name: our .safetensors + card, or an nnU-Net v2 results folder
+FORMATS = ("toothmcl", "nnunetv2")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class RegistryEntry:
     url: str
     sha256: str
     description: str = ""
+    format: str = "toothmcl"
+    fold: str = "0"
 
 
 def _bundled_entries() -> dict[str, RegistryEntry]:
@@ -81,11 +90,15 @@ def load_registry(registry_file: str | os.PathLike | None = None) -> dict[str, R
         for name, item in data.items():
             try:
                 entries[name] = RegistryEntry(name=name, url=item["url"], sha256=item["sha256"],
-                                              description=item.get("description", ""))
+                                              description=item.get("description", ""),
+                                              format=item.get("format", "toothmcl"), fold=str(item.get("fold", "0")))
             except (KeyError, TypeError):
                 raise WeightsError(
                     f"registry entry {name!r} in {path} needs 'url' and 'sha256'"
                 ) from None
+            if entries[name].format not in FORMATS:
+                raise WeightsError(f"registry entry {name!r} in {path}: format must be one of {FORMATS} "
+                                   f"(got {entries[name].format!r})")
     return entries
 
 
@@ -117,6 +130,9 @@ def resolve_weights(name: str, registry_file: str | os.PathLike | None = None) -
         known = ", ".join(sorted(entries)) or "none"
         raise WeightsError(f"unknown model {name!r}; known models: {known} (or pass --weights PATH)")
     entry = entries[name]
+    if entry.format != "toothmcl":
+        raise WeightsError(f"{name!r} is an {entry.format} model, not ToothMCL weights; segment-cbct runs it "
+                           "with --model as well")
     if entry.url.startswith("bundled:"):
         return BUNDLED_DIR / entry.url[len("bundled:"):], entry.sha256
 
@@ -144,3 +160,83 @@ def resolve_weights(name: str, registry_file: str | os.PathLike | None = None) -
         )
     logger.info("cached %s at %s", name, target)
     return target, entry.sha256
+
+
+def resolve_results_folder(name: str, registry_file: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """(local nnU-Net results folder, fold) of an ``nnunetv2`` registry entry, its checkpoint checked.
+
+    A ``file://`` URL of a folder is used in place; a ``.zip`` is downloaded once into the cache
+    and unpacked there (members that would land outside it are refused).
+
+    Raises:
+        WeightsError: unknown name or not an nnU-Net entry, download or archive failure, no
+            results folder inside, or the fold's checkpoint does not have the registered SHA-256.
+    """
+    from urllib.parse import unquote, urlparse
+
+    entries = load_registry(registry_file)
+    entry = entries.get(name)
+    if entry is None or entry.format != "nnunetv2":
+        raise WeightsError(f"{name!r} is not a registered nnU-Net model; see 'toothmcl models'")
+    parsed = urlparse(entry.url)
+    local = Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+    if local is not None and local.is_dir():
+        folder = local
+    else:
+        target = cache_dir() / name
+        folder = _results_folder_in(target) if target.is_dir() else None
+        if folder is None:
+            archive = cache_dir() / f".{name}.zip"
+            try:
+                _download(entry.url, archive)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise WeightsError(f"cannot download model {name!r} from {entry.url} "
+                                   f"({getattr(exc, 'reason', exc)}); put the results folder at {target} by hand, "
+                                   "or pass --weights FOLDER") from None
+            try:
+                _unpack(archive, target)
+            finally:
+                archive.unlink(missing_ok=True)
+            folder = _results_folder_in(target)
+            if folder is None:
+                raise WeightsError(f"{entry.url} holds no nnU-Net results folder (plans.json, dataset.json, fold_X/)")
+    checkpoint = folder / f"fold_{entry.fold}" / "checkpoint_final.pth"
+    if not checkpoint.is_file():
+        raise WeightsError(f"{folder} has no fold_{entry.fold}/checkpoint_final.pth, which registry entry {name!r} names")
+    digest = sha256_of(checkpoint)
+    if digest != entry.sha256:
+        raise WeightsError(f"{checkpoint} has SHA-256 {digest}, but registry entry {name!r} expects {entry.sha256}; "
+                           "it is not the registered model")
+    return folder, entry.fold
+
+
+def _results_folder_in(root: Path) -> Path | None:
+    """The folder under ``root`` (``root`` included) holding plans.json and dataset.json."""
+    for plans in sorted(root.rglob("plans.json")):
+        if (plans.parent / "dataset.json").is_file():
+            return plans.parent
+    return None
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    """Unpack ``archive`` into ``target`` through a temporary folder; a member whose path would leave
+    it (absolute, ``..``) is refused and nothing is kept."""
+    import zipfile
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.namelist():
+                    dest = (staging / member).resolve()
+                    if not dest.is_relative_to(staging.resolve()):
+                        raise WeightsError(f"{archive.name} holds {member!r}, a path outside its folder; refused")
+                zf.extractall(staging)
+        except zipfile.BadZipFile as exc:
+            raise WeightsError(f"the downloaded archive is not a valid .zip ({exc})") from None
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

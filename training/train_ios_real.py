@@ -1,4 +1,4 @@
-"""Train, evaluate and card the real intraoral model (``ios_pt_real_v2``), in one command.
+"""Train, evaluate and card the real intraoral model (``ios_pt_real_v1``), in one command.
 
     python -m training.train_ios_real --data ../shared/data/meshsegnet --out runs/ios_real
 

@@ -122,7 +122,7 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._timer = None
         self.teethPanel = None
-        self._patientSubject = None  # the case whose patient ID the field shows
+        self._patientCase = None  # the input node whose patient ID the field shows
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -256,8 +256,11 @@ class ToothMCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         subject = self.teethPanel.subject() if self.teethPanel is not None else None
         self.ui.saveCorrectionButton.enabled = bool(storeAvailable and subject)
         self.ui.saveCorrectionButton.toolTip = storeMessage
-        if subject is not None and subject is not self._patientSubject:
-            self._patientSubject = subject  # a new case: its DICOM patient ID, else the user enters it
+        caseNode = self.logic.inputNodeOf(subject) if subject is not None else None
+        if caseNode is not None and caseNode is not self._patientCase:
+            # another input (a new case): its DICOM patient ID, else empty for the user to enter; segmenting
+            # the same input again keeps what was typed
+            self._patientCase = caseNode
             self.ui.patientLineEdit.text = self.logic.patientIdOf(subject)
         if self.teethPanel is not None:
             self.teethPanel.update()

@@ -343,3 +343,6 @@ def test_a_given_test_list_and_cross_validation_folds_reach_the_reader(tmp_path)
     plain = write_dataset(records, tmp_path / "plain", "teeth3ds")
     with pytest.raises(InvalidInputError, match="exported without folds"):
         plain.split("train", fold=0)
+    with pytest.raises(InvalidInputError, match="no case of the test list is in this export"):
+        write_dataset(records, tmp_path / "foreign", "teeth3ds", test_cases={"ZZZ_upper"})
+    assert not (tmp_path / "foreign").exists()

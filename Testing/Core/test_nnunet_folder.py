@@ -52,6 +52,25 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(results, t
     assert not marker.exists()
 
 
+def test_a_checkpoint_written_under_numpy_1_loads(results):
+    """nnU-Net's log holds NumPy floats, pickled under the name the writing NumPy used; most public
+    models were trained under NumPy 1 (numpy.core...), so that name must load as data too."""
+    import zipfile
+
+    root, _ = results
+    path = root / "fold_0" / "checkpoint_final.pth"
+    with zipfile.ZipFile(path) as zin:
+        entries = {name: zin.read(name) for name in zin.namelist()}
+    pickled = next(name for name in entries if name.endswith("data.pkl"))
+    assert b"numpy._core.multiarray\nscalar" in entries[pickled]  # written by this NumPy 2
+    entries[pickled] = entries[pickled].replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zout:
+        for name, data in entries.items():
+            zout.writestr(name, data)
+    _, doc = nnunet.load_network(nnunet.read_results_folder(root))
+    assert doc["_best_ema"] == pytest.approx(0.4)
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("network_class_name", "os.system", "not a class of dynamic_network_architectures"),
     ("network_class_name", "dynamic_network_architectures.architectures.unet.NoSuchUNet", "is not a torch.nn.Module"),
@@ -212,6 +231,10 @@ def test_a_registered_results_folder_runs_by_name_and_its_checkpoint_is_checked(
     assert resolve_results_folder("toy_nnunet") == (root, "0")
     unpacked, _ = resolve_results_folder("toy_zip")
     assert unpacked.is_relative_to(tmp_path / "cache") and (unpacked / "plans.json").is_file()
+    (unpacked / "fold_0" / "checkpoint_final.pth").write_bytes(b"damaged")  # a damaged cached copy
+    with pytest.raises(WeightsError, match="cached copy was removed"):
+        resolve_results_folder("toy_zip")
+    assert resolve_results_folder("toy_zip")[0] == unpacked  # downloaded afresh
     with pytest.raises(WeightsError, match="not the registered model"):
         resolve_results_folder("toy_wrong")
     with pytest.raises(WeightsError, match="a path outside its folder"):
@@ -226,3 +249,19 @@ def test_a_registered_results_folder_runs_by_name_and_its_checkpoint_is_checked(
     assert "21  upper left central incisor" in printed and "1 teeth found" in printed
     assert main(["models"]) == 0
     assert "toy_nnunet" in capsys.readouterr().out
+
+
+def test_a_volume_too_large_for_its_class_probabilities_is_refused_before_any_work(tmp_path, monkeypatch):
+    """nnU-Net models run on the whole volume: a volume whose probabilities would not fit the budget
+    gets a ResourceLimitError with advice, before it is resampled."""
+    from ToothMCLCore.errors import ResourceLimitError
+    from ToothMCLCore.inference import cbct_nnunet
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    root, _ = make_results_folder(tmp_path, spacing=1.0)
+    predictor = cbct_nnunet.NNUNetCBCTPredictor(root, device="cpu")
+    monkeypatch.setattr(cbct_nnunet, "MAX_PROBABILITY_BYTES", 1024**2)
+    monkeypatch.setattr(cbct_nnunet, "resample_to_canonical", lambda *a: pytest.fail("resampled anyway"))
+    image, _ = make_cbct_phantom(4, spacing=1.3)
+    with pytest.raises(ResourceLimitError, match="crop the scan to the teeth"):
+        predictor.predict(image)

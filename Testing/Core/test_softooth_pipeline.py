@@ -189,6 +189,8 @@ def test_segment_ios_no_fdi_order_runs_the_ablation_and_says_so(tmp_path, scan_f
         assert main(["segment-ios", str(scan_file), "-o", str(out), "--weights", str(softooth_weights),
                      "--no-fdi-order", "--no-mirror", "-q"]) == 0
     assert "mirror ignored" in caplog.text
+    with pytest.raises(InvalidInputError, match="a SOFTooth model is not it"):
+        ios_predictor(weights=softooth_weights, device="cpu", paper_protocol=True)
 
 
 def test_labels_follow_the_file_vertex_order_with_duplicates(tmp_path, ios_phantoms, softooth_weights):

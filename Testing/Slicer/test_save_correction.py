@@ -108,6 +108,6 @@ def test_saving_needs_the_patient_and_takes_it_from_dicom(predicted, tmp_path):
     patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Anonymous")
     sh.SetItemAttribute(patient, "DICOM.PatientID", "PAT-0042")
     sh.CreateItem(sh.CreateStudyItem(patient, "CBCT study"), volume)
-    assert logic.patientIdOf(segmentation) == "PAT-0042"
+    assert logic.patientIdOf(segmentation) == "PAT-0042" and logic.inputNodeOf(segmentation) is volume
     revision = logic.saveCorrection(segmentation, tmp_path / "corrections", "Dr Who")
     assert revision.patient_id == "PAT-0042"

@@ -23,7 +23,9 @@ classes only from dynamic_network_architectures and torch.nn). Stages:
 4. ``restore``: labels resampled onto the input grid (:func:`~.cbct.restore_labels`).
 
 Not yet: the other structures of a ToothFairy2 model (jaws, canals, sinuses, pharynx) as their
-own segments; the whole volume is segmented (no ROI crop).
+own segments; the whole volume is segmented (no ROI crop; a volume whose class probabilities
+would exceed :data:`MAX_PROBABILITY_BYTES` is refused); one fold runs (nnU-Net averages all
+folds by default); ``use_mask_for_norm`` is not applied (CBCT tooth plans do not use it).
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ import numpy as np
 
 from .. import __version__, fdi
 from ..config import PostprocessConfig
-from ..errors import InvalidInputError, WeightsError
+from ..errors import InvalidInputError, ResourceLimitError, WeightsError
 from ..models.checkpoint import sha256_of
 from ..models.nnunet import DEFAULT_CHECKPOINT, label_values, load_network, read_results_folder
 from ..postprocessing.cbct import number_teeth
-from ..preprocessing.cbct import resample_to_canonical
+from ..preprocessing.cbct import canonical_geometry, resample_to_canonical
 from ..types import Volume
 from .cbct import CBCTResult, ProgressFn, _Reporter, restore_labels, summarize
 from .device import autocast, resolve_device
@@ -52,6 +54,8 @@ logger = logging.getLogger(__name__)
 OVERLAP = 0.5
 SIGMA_SCALE = 0.125
 NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization")
+#: class probabilities (two float32 copies of 34 classes over the whole volume) beyond this are refused
+MAX_PROBABILITY_BYTES = 8 * 1024**3
 
 
 class NNUNetCBCTPredictor:
@@ -81,6 +85,10 @@ class NNUNetCBCTPredictor:
         self.mirror = bool(mirror)
         plans, cfg = self.results.plans, self.results.configuration_plans
         source = self.results.root / "plans.json"
+        missing = [k for k in ("spacing", "patch_size", "normalization_schemes") if not cfg.get(k)]
+        if missing:
+            raise WeightsError(f"{source}: configuration {self.results.configuration!r} has no {', '.join(missing)}; "
+                               "use the plans.json the model was trained with")
         spacing = [float(s) for s in cfg.get("spacing", [])]
         if len(spacing) != 3 or max(spacing) > 1.01 * min(spacing):
             raise WeightsError(f"{source}: spacing {spacing} is not isotropic; ToothMCL runs isotropic nnU-Net "
@@ -153,6 +161,14 @@ class NNUNetCBCTPredictor:
         probabilities of our CBCT classes on that grid)."""
         report = report or _Reporter(None, None)
         report("preprocess", 0.0)
+        _, shape = canonical_geometry(volume.geometry, volume.array.shape, self.spacing_mm)
+        padded = [max(int(s), p) for s, p in zip(shape, self.patch)]
+        need = 2 * fdi.num_classes("cbct") * int(np.prod(padded, dtype=np.int64)) * 4
+        if need > MAX_PROBABILITY_BYTES:
+            raise ResourceLimitError(
+                f"this volume at {self.spacing_mm:g} mm needs {need / 2**30:.1f} GiB for the class probabilities "
+                f"(limit {MAX_PROBABILITY_BYTES / 2**30:.0f} GiB): nnU-Net models run on the whole volume here; crop "
+                "the scan to the teeth first")
         canonical = resample_to_canonical(volume, self.spacing_mm)
         x = self.normalize(self.to_network_array(canonical.array))
         report("segment", 0.2)
@@ -202,7 +218,7 @@ class NNUNetCBCTPredictor:
                         norm[box] += weights
                         done += 1
                         report("segment", 0.2 + 0.65 * done / n_windows)
-        probs = (total / norm).numpy()
+        probs = total.div_(norm).numpy()  # in place: the largest array of the run
         crop = tuple(slice(b, b + s) for b, s in zip(before, shape))
         return probs[(slice(None),) + crop]
 

@@ -298,6 +298,10 @@ def ios_predictor(weights=None, model: str | None = None, device: str = "auto", 
 
     if _card_architecture(weights, model) == "softooth":
         from .softooth import SOFToothPredictor as predictor_class
+
+        if options.get("paper_protocol"):
+            raise InvalidInputError("--paper-protocol runs the ToothMCL paper's Point Transformer pipeline; a SOFTooth "
+                                    "model is not it (use --no-fdi-order for SOFTooth's own ablation)")
     else:
         predictor_class = IOSPredictor
     accepted = inspect.signature(predictor_class).parameters

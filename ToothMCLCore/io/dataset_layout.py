@@ -306,6 +306,9 @@ def _finish(staging: Path, entries: list, format: str, fractions, seed: int, des
     if test_cases is not None:
         listed = set(test_cases)
         unknown = sorted(listed - {e["case_id"] for e in entries})
+        if len(unknown) == len(listed):
+            raise InvalidInputError(f"no case of the test list is in this export (e.g. {unknown[0]!r}); check that "
+                                    "the list belongs to this dataset (its entries are case ids such as <ID>_<jaw>)")
         if unknown:
             logger.warning("%d case(s) of the test list are not in the export (first: %s)", len(unknown), unknown[0])
         test_patients = {e["patient_id"] for e in entries if e["case_id"] in listed}

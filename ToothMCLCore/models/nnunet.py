@@ -1,7 +1,8 @@
 """nnU-Net v2 result folders (the public CBCT tooth models) read safely, as ToothMCL weights.
 
 Nearly every public CBCT tooth model (ToothFairy2 challenge entries, TotalSegmentator's and
-DentalSegmentator's tooth models) is an nnU-Net v2 *results folder*::
+DentalSegmentator's tooth models) is an nnU-Net v2 *results folder* (those labelled with
+ToothFairy2's names run here; :func:`label_values` refuses other label tables for now)::
 
     <Trainer>__<Plans>__<configuration>/
         dataset.json              labels (name -> id), channel_names, file_ending
@@ -174,7 +175,13 @@ def load_checkpoint(path) -> dict:
         scalar = np._core.multiarray.scalar  # NumPy 2
     except AttributeError:  # pragma: no cover - NumPy 1
         scalar = np.core.multiarray.scalar
-    safe.append(scalar)
+    # a checkpoint names the reconstructor as the NumPy that wrote it did: most public models were
+    # trained under NumPy 1 (numpy.core...), newer ones under NumPy 2 (numpy._core...)
+    safe += [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
+    for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
+        cls = getattr(getattr(np, "dtypes", None), name, None)
+        if cls is not None:
+            safe.append((cls, f"numpy.dtypes.{name}"))
     try:
         with torch.serialization.safe_globals(safe):
             doc = torch.load(path, map_location="cpu", weights_only=True)

@@ -205,8 +205,12 @@ def resolve_results_folder(name: str, registry_file: str | os.PathLike | None = 
         raise WeightsError(f"{folder} has no fold_{entry.fold}/checkpoint_final.pth, which registry entry {name!r} names")
     digest = sha256_of(checkpoint)
     if digest != entry.sha256:
+        cached = cache_dir() / name
+        if folder.is_relative_to(cached):  # a stale or damaged download: the next call fetches it again
+            shutil.rmtree(cached, ignore_errors=True)
         raise WeightsError(f"{checkpoint} has SHA-256 {digest}, but registry entry {name!r} expects {entry.sha256}; "
-                           "it is not the registered model")
+                           "it is not the registered model" + (" (the cached copy was removed: run again to download "
+                                                               "it afresh)" if folder.is_relative_to(cached) else ""))
     return folder, entry.fold
 
 

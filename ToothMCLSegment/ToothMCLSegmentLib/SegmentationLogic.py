@@ -291,13 +291,18 @@ class SegmentationLogic:
             return False, STORE_NOT_AVAILABLE
         return True, "Save the prediction, the corrected segmentation and the list of corrections"
 
+    def inputNodeOf(self, node):
+        """The input a result belongs to: a scan (model node) itself, a segmentation's input volume."""
+        if node is None:
+            return None
+        return node if node.IsA("vtkMRMLModelNode") else node.GetNodeReference(INPUT_ROLE)
+
     def patientIdOf(self, node) -> str:
         """The DICOM patient ID of a segmentation's input volume, or of a scan, when Slicer's DICOM
         import recorded one in the subject hierarchy; "" otherwise (the user must enter it)."""
         if node is None:
             return ""
-        inputNode = node if node.IsA("vtkMRMLModelNode") else node.GetNodeReference(INPUT_ROLE)
-        return _dicomPatientId(inputNode) or _dicomPatientId(node)
+        return _dicomPatientId(self.inputNodeOf(node)) or _dicomPatientId(node)
 
     def saveCorrection(self, segmentationNode, store_path, annotator: str, note: str = "",
                        case_id: str | None = None, patient_id: str | None = None):

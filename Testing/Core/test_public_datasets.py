@@ -498,7 +498,8 @@ def test_iosseg_foreign_colours_names_and_duplicates_are_refused(tmp_path):
 
 def test_iosseg_reads_scans_as_every_scan_is_read(tmp_path):
     """The converter reads through read_mesh: a PLY without face colours is refused with advice, one
-    in metres gets read_mesh's units advice, and the face colours reach the cleaned mesh's faces."""
+    in metres is refused with advice that fits convert-dataset, and the face colours reach the
+    cleaned mesh's faces."""
     from ToothMCLCore.io.mesh import read_mesh, write_mesh
     from ToothMCLCore.types import SurfaceMesh
 
@@ -509,8 +510,9 @@ def test_iosseg_reads_scans_as_every_scan_is_read(tmp_path):
         list(iter_iosseg(tmp_path / "a"))
     colors = np.full((len(faces), 3), 255)
     _write_colored_ply(tmp_path / "b" / "004_U.ply", vertices / 1000.0, faces, colors)
-    with pytest.raises(InvalidInputError, match="pass --units m"):
+    with pytest.raises(InvalidInputError, match="published in millimetres") as refused:
         list(iter_iosseg(tmp_path / "b"))
+    assert "--units" not in str(refused.value)  # convert-dataset has no such option
     colors[:5] = UPPER_PALETTE[0]
     _write_colored_ply(tmp_path / "c" / "005_U.ply", vertices, faces, colors)
     scan = read_mesh(tmp_path / "c" / "005_U.ply")

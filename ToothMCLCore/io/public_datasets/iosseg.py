@@ -203,7 +203,14 @@ def convert_scan(path, jaw: str, sides: str = "geometry", unknown_colors: str = 
     from ..mesh import read_mesh
 
     path = Path(path)
-    result = read_mesh(path)
+    try:
+        result = read_mesh(path)
+    except InvalidInputError as exc:
+        if "--units" not in str(exc):
+            raise
+        # read_mesh's advice is segment-ios's option; a dataset is converted as published, in mm
+        raise InvalidInputError(f"{str(exc).split('; ')[0]}; 3D-IOSSeg scans are published in millimetres, so this "
+                                "file is not one of them as released: scale it to millimetres or leave it out") from None
     colors = result.face_data.get("rgb")
     if colors is None:
         raise InvalidInputError(f"{path.name} has no colour per triangle (face red, green, blue); 3D-IOSSeg stores "

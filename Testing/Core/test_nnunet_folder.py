@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from nnunet_models import dataset_dict, make_results_folder, plans_dict
+from nnunet_models import checkpoint_dict, dataset_dict, make_results_folder, plans_dict
 
 from ToothMCLCore.errors import WeightsError
 from ToothMCLCore.models import nnunet
@@ -37,14 +37,14 @@ def test_the_network_and_weights_are_those_nnunet_builds(results):
 def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(results, tmp_path):
     """A pickle whose loading calls a function (the classic malicious checkpoint) is refused with a
     message that says why; the function never ran."""
-    root, _ = results
+    root, network = results
     marker = tmp_path / "pwned"
 
     class Payload:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    doc = torch.load(root / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    doc = checkpoint_dict(network, plans_dict(), dataset_dict())  # what the fixture wrote, rebuilt
     doc["logging"]["note"] = Payload()
     torch.save(doc, root / "fold_0" / "checkpoint_final.pth", pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(WeightsError, match="never unpickles code"):

@@ -18,7 +18,7 @@ classes only from dynamic_network_architectures and torch.nn). Stages:
    each window are summed into our 34 CBCT classes (teeth by FDI number, restorations into
    metal, every other structure into background) before blending. nnU-Net blends logits and
    mirrors the input 8 times by default; we blend probabilities and do not mirror (``mirror``
-   turns it on), which the benchmark compares.
+   turns it on); the tests compare the two.
 3. ``postprocess``: our FDI order-aware clean-up (:func:`~ToothMCLCore.postprocessing.cbct.number_teeth`).
 4. ``restore``: labels resampled onto the input grid (:func:`~.cbct.restore_labels`).
 
@@ -107,10 +107,8 @@ class NNUNetCBCTPredictor:
             raise WeightsError(f"{source}: CTNormalization needs foreground_intensity_properties_per_channel['0'] "
                                "(mean, std, percentile_00_5, percentile_99_5)")
         values = label_values(self.results.dataset, str(self.results.root / "dataset.json"))
-        scheme = fdi.fdi_to_class_index(np.array(sorted(set(values.values()))), "cbct")
-        lookup = dict(zip(sorted(set(values.values())), scheme.tolist()))
-        #: (nnU-Net class index, our CBCT class index) for every class of the model
-        self.class_map = np.array([lookup[values[c]] for c in range(len(values))], np.int64)
+        #: our CBCT class index of every nnU-Net class (index = nnU-Net's output channel)
+        self.class_map = fdi.fdi_to_class_index(np.array([values[c] for c in range(len(values))]), "cbct")
         self.name = self.results.root.parent.name or self.results.root.name
 
     # ------------------------------------------------------------------------------------
@@ -172,7 +170,7 @@ class NNUNetCBCTPredictor:
         canonical = resample_to_canonical(volume, self.spacing_mm)
         x = self.normalize(self.to_network_array(canonical.array))
         report("segment", 0.2)
-        return canonical, np.ascontiguousarray(self.from_network_array(self._sliding_window(x, report)))
+        return canonical, self.from_network_array(self._sliding_window(x, report))  # a view: no third copy
 
     def _sliding_window(self, x: np.ndarray, report) -> np.ndarray:
         """(34, ...) float32 probabilities of our CBCT classes on ``x``'s grid.

@@ -136,13 +136,14 @@ class IOSPredictor:
         pts = frame.apply(mesh.vertices_ras)
         nrm = frame.apply_vectors(normals)
         probs = np.zeros((len(pts), 0))
+        as_mirror = fdi.mirror_permutation(f"ios_{jaw}")
         for k in range(self.passes):
             idx = sample_points(pts, self.n_points, seed=seed + k)
             report("segment", 0.1 + 0.7 * k / self.passes)
             probs_sampled = self._forward(pts[idx], nrm[idx])
             if self.mirror:
                 flipped = self._forward(pts[idx] * MIRROR_X, nrm[idx] * MIRROR_X)
-                probs_sampled = 0.5 * (probs_sampled + flipped[:, fdi.mirror_permutation(f"ios_{jaw}")])
+                probs_sampled = 0.5 * (probs_sampled + flipped[:, as_mirror])
             report("transfer", 0.1 + 0.7 * (k + 0.8) / self.passes)
             vertex_probs = transfer_probabilities(pts[idx], probs_sampled, pts)
             probs = vertex_probs if k == 0 else probs + vertex_probs

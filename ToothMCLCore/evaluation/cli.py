@@ -112,12 +112,9 @@ def _evaluate_one_scan(prediction, truth, mesh, faces: int | None = None) -> int
     vertices = scan.mesh.vertices_ras[scan.file_to_clean.clip(0)]
     gt = read_teeth3ds_json(truth, n_vertices=scan.n_file_vertices)
     pred = read_teeth3ds_json(prediction, n_vertices=scan.n_file_vertices, jaw=gt.jaw)
-    units = (vertices, pred.labels, pred.instances, gt.labels, gt.instances)
-    if faces:
-        from .ios_eval import on_decimated_faces
+    from .ios_eval import scoring_units
 
-        units = on_decimated_faces(scan, faces, pred.labels, pred.instances, gt.labels, gt.instances)
-    points, pred_labels, pred_instances, gt_labels, gt_instances = units
+    points, pred_labels, pred_instances, gt_labels, gt_instances = scoring_units(scan, vertices, pred, gt, faces)
     metrics = evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, points, jaw=gt.jaw)
     print(json.dumps(metrics, indent=2, default=_json_default))
     return 0

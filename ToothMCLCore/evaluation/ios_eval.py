@@ -74,6 +74,14 @@ def on_decimated_faces(scan, target_faces: int, *per_vertex):
     return (centroids, *(np.asarray(values)[scan.clean_to_file[nearest]] for values in per_vertex))
 
 
+def scoring_units(scan, vertices, pred, gt, faces: int | None = None) -> tuple:
+    """(points, pred labels, pred instances, gt labels, gt instances) to score: the file's vertices,
+    or with ``faces`` the faces of the decimated scan (:func:`on_decimated_faces`)."""
+    if faces:
+        return on_decimated_faces(scan, faces, pred.labels, pred.instances, gt.labels, gt.instances)
+    return vertices, pred.labels, pred.instances, gt.labels, gt.instances
+
+
 def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike], mesh_dir=None,
                          progress=None, faces: int | None = None) -> Evaluation:
     """Per-case IOS metrics and per-tooth Dice of every method against the ground truth.
@@ -115,10 +123,7 @@ def evaluate_ios_folders(truth_dir, prediction_dirs: dict[str, str | os.PathLike
             if progress:
                 progress("evaluating", (i * len(preds) + j) / steps)
             pred = read_teeth3ds_json(pred_path, n_vertices=n, jaw=gt.jaw)
-            units = (vertices, pred.labels, pred.instances, gt.labels, gt.instances)
-            if faces:
-                units = on_decimated_faces(scan, faces, pred.labels, pred.instances, gt.labels, gt.instances)
-            points, pred_labels, pred_instances, gt_labels, gt_instances = units
+            points, pred_labels, pred_instances, gt_labels, gt_instances = scoring_units(scan, vertices, pred, gt, faces)
             m = evaluate_ios(pred_labels, pred_instances, gt_labels, gt_instances, points, jaw=gt.jaw)
             scores.append(CaseScore(case, method, score_teeth(pred_labels, gt_labels),
                                     {k: float(m[k]) for k in IOS_METRICS}, str(pred_path), str(truth_path),

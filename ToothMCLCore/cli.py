@@ -55,6 +55,8 @@ def cmd_segment_cbct(args) -> int:
         logger.info("ran on CPU; a GPU is much faster for full-resolution models")
     write_cbct_labels(out, result)
     print_teeth_table(result.teeth)
+    if result.provenance.get("structures"):
+        print(f"other structures: {result.provenance['structures']}")
     print(f"wrote {out}")
     return 0
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import structures
 from .errors import InvalidInputError
 
 #: label value used for metal / restorations in CBCT label maps (not an FDI number)
@@ -286,17 +287,22 @@ def fdi_to_class_index(labels, scheme: str = "cbct", strict: bool = True) -> np.
 
 
 def label_name(value: int) -> str:
-    """Human name of a label value: a tooth, metal, or background."""
+    """Human name of a label value: a tooth, metal, background, or a non-tooth structure
+    (:mod:`ToothMCLCore.structures`)."""
     if value == METAL_LABEL:
         return "metal or restoration"
     if value == BACKGROUND_LABEL:
         return "background"
+    if structures.is_structure(value):
+        return structures.structure(value).name
     return tooth(value).name
 
 
 def label_color(value: int) -> tuple[float, float, float]:
     if value == METAL_LABEL:
         return (0.75, 0.75, 0.78)
+    if structures.is_structure(value):
+        return structures.structure(value).color
     return tooth(value).color
 
 

@@ -220,6 +220,21 @@ def test_read_dataset_refuses_a_folder_without_manifest(tmp_path):
         read_dataset(tmp_path / "plain")
 
 
+def test_structures_of_an_nnunet_model_are_exported_as_background_and_the_teeth_kept(tmp_path, caplog):
+    """A case segmented by a ToothFairy2 model (jaw and canal beside the teeth) exports: the structures
+    become background (our CBCT classes are teeth and metal), the teeth are unchanged, and the log says so."""
+    record = _cbct("jaw", "j")
+    teeth = record.labels.array.copy()
+    record.labels.array[0] = 1  # lower jawbone
+    record.labels.array[7, 0:3, 0:3] = 3  # left inferior alveolar canal
+    with caplog.at_level("INFO"):
+        write_dataset([record] + _cbct_records()[:2], tmp_path / "ds", "nnunet")
+    loaded = next(c for c in read_dataset(tmp_path / "ds").cases if c.case_id == "jaw").load()
+    expected = np.where(np.isin(record.labels.array, [1, 3]), 0, teeth)
+    np.testing.assert_array_equal(loaded.labels.array, expected)
+    assert "lower jawbone, left inferior alveolar canal exported as background" in caplog.text
+
+
 def test_a_bad_record_midway_leaves_no_output_at_all(tmp_path):
     """Primary teeth in the third CBCT record: the error names the case; no OUT and no temp folder remain."""
     bad = _cbct("child", "c")

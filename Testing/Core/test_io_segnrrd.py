@@ -138,9 +138,10 @@ def test_bad_attribute_is_refused_and_nothing_written(tmp_path, labels, oblique)
 
 
 def test_non_fdi_label_values_are_refused(tmp_path, labels, oblique):
-    """Class indices (e.g. 7) instead of FDI numbers raise and write nothing."""
-    labels[0, 0, 0] = 7
-    with pytest.raises(InvalidInputError, match=r"\[7\].*class_index_to_fdi"):
+    """A value that is no FDI number, metal or structure (49: class indices of a 50-class network)
+    raises and writes nothing."""
+    labels[0, 0, 0] = 49
+    with pytest.raises(InvalidInputError, match=r"\[49\].*class_index_to_fdi"):
         write_seg_nrrd(tmp_path / "x.seg.nrrd", labels, oblique)
     assert list(tmp_path.iterdir()) == []
 

@@ -123,10 +123,12 @@ def test_malformed_folders_are_refused_with_what_to_do(results, tmp_path):
 
 
 def test_toothfairy2_labels_become_fdi_numbers_and_unknown_labels_are_refused():
-    """Tooth names -> FDI, Crown -> 99 (restoration), jaws and sinuses -> 0; a foreign label is refused."""
+    """Tooth names -> FDI; jaws, canals, sinuses, crowns keep values of their own, never tooth numbers;
+    a foreign label is refused."""
     table = nnunet.label_values(dataset_dict())
     assert all(table[t] == t for t in (11, 21, 36, 48)) and len(table) == 49
-    assert table[9] == 99 and table[1] == table[5] == table[0] == table[19] == 0
+    assert [table[i] for i in range(1, 11)] == list(range(1, 11))  # ToothFairy2's own ids, none an FDI number
+    assert table[0] == table[19] == 0
     foreign = dataset_dict()
     foreign["labels"]["liver"] = 49
     with pytest.raises(WeightsError, match="'liver'"):
@@ -197,11 +199,41 @@ def test_segment_cbct_runs_a_results_folder_end_to_end(tmp_path, capsys):
     assert "drop it for an nnU-Net model" in capsys.readouterr().err
 
 
+def test_structures_of_a_toothfairy2_model_become_their_own_named_coded_segments(tmp_path, capsys):
+    """A model that finds the left inferior alveolar canal: segment-cbct writes a segment of that name
+    with its coded type and laterality, never a tooth number; it reads back as the same structure,
+    also when only its terminology is left (a renamed segment)."""
+    import nrrd
+
+    from ToothMCLCore.cli import main
+    from ToothMCLCore.io import read_seg_nrrd
+    from ToothMCLCore.io.volume import write_volume
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    root, _ = make_results_folder(tmp_path, spacing=1.0, favour=3)  # "Left Inferior Alveolar Canal"
+    image, _ = make_cbct_phantom(4, spacing=1.3)
+    write_volume(tmp_path / "scan.nii.gz", image)
+    out = tmp_path / "pred.seg.nrrd"
+    assert main(["segment-cbct", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--weights", str(root), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "0 teeth found" in printed and "other structures: left inferior alveolar canal" in printed
+    header = nrrd.read_header(str(out))
+    assert header["Segment0_Name"] == "left inferior alveolar canal"
+    assert "Inferior alveolar canal~SCT^7771000^Left~" in header["Segment0_Tags"]
+    labels, _, names = read_seg_nrrd(out)
+    assert set(np.unique(labels).tolist()) == {0, 3} and names == {3: "left inferior alveolar canal"}
+    # a user renames the segment: its terminology still says which structure it is
+    data, header = nrrd.read(str(out), index_order="C")
+    header["Segment0_Name"] = "nerve"
+    nrrd.write(str(tmp_path / "renamed.seg.nrrd"), data, header, index_order="C")
+    assert set(np.unique(read_seg_nrrd(tmp_path / "renamed.seg.nrrd")[0]).tolist()) == {0, 3}
+
+
 def test_a_registered_results_folder_runs_by_name_and_its_checkpoint_is_checked(tmp_path, monkeypatch, capsys):
     """A registry entry with format nnunetv2 names a results folder (in place, file://) or a .zip of
     it (unpacked once into the cache): segment-cbct --model NAME runs it and 'toothmcl models'
-    lists it; a checkpoint that is not the registered one, or an archive member that would land
-    outside the cache, is refused."""
+    lists it; a checkpoint or dataset.json that is not the registered one, an entry without the JSON
+    files' hashes, or an archive member that would land outside the cache, is refused."""
     import zipfile
 
     from ToothMCLCore.cli import main
@@ -219,16 +251,30 @@ def test_a_registered_results_folder_runs_by_name_and_its_checkpoint_is_checked(
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../../escaped.txt", "x")
+    jsons = {"dataset_sha256": sha256_of(root / "dataset.json"), "plans_sha256": sha256_of(root / "plans.json")}
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps({
-        "toy_nnunet": {"url": root.as_uri(), "sha256": digest, "format": "nnunetv2", "description": "toy"},
-        "toy_zip": {"url": archive.as_uri(), "sha256": digest, "format": "nnunetv2"},
-        "toy_wrong": {"url": root.as_uri(), "sha256": "0" * 64, "format": "nnunetv2"},
-        "toy_evil": {"url": evil.as_uri(), "sha256": digest, "format": "nnunetv2"}}))
+        "toy_nnunet": {"url": root.as_uri(), "sha256": digest, "format": "nnunetv2", "description": "toy", **jsons},
+        "toy_zip": {"url": archive.as_uri(), "sha256": digest, "format": "nnunetv2", **jsons},
+        "toy_wrong": {"url": root.as_uri(), "sha256": "0" * 64, "format": "nnunetv2", **jsons},
+        "toy_evil": {"url": evil.as_uri(), "sha256": digest, "format": "nnunetv2", **jsons}}))
     monkeypatch.setenv("TOOTHMCL_REGISTRY", str(registry))
     monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "cache"))
 
     assert resolve_results_folder("toy_nnunet") == (root, "0")
+    # the same checkpoint with another dataset.json (teeth renumbered) is not the registered model
+    original = (root / "dataset.json").read_text()
+    swapped = json.loads(original)
+    swapped["labels"]["Upper Left Central Incisor"], swapped["labels"]["Upper Right Central Incisor"] = 11, 21
+    (root / "dataset.json").write_text(json.dumps(swapped))
+    with pytest.raises(WeightsError, match=r"dataset.json has SHA-256 .* not the registered model"):
+        resolve_results_folder("toy_nnunet")
+    (root / "dataset.json").write_text(original)
+    # an entry without the hashes of the two JSON files is refused with what to add
+    (tmp_path / "partial.json").write_text(json.dumps({"toy": {"url": root.as_uri(), "sha256": digest,
+                                                               "format": "nnunetv2"}}))
+    with pytest.raises(WeightsError, match="needs 'dataset_sha256' and 'plans_sha256'"):
+        resolve_results_folder("toy", tmp_path / "partial.json")
     unpacked, _ = resolve_results_folder("toy_zip")
     assert unpacked.is_relative_to(tmp_path / "cache") and (unpacked / "plans.json").is_file()
     (unpacked / "fold_0" / "checkpoint_final.pth").write_bytes(b"damaged")  # a damaged cached copy

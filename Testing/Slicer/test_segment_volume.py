@@ -179,3 +179,27 @@ def test_an_nnunet_results_folder_runs_through_the_module_logic(small_phantom, t
     names = [s.GetName() for s in _segments(segmentation)]
     assert names == ["36 lower left first molar"], names
     assert segmentation.GetAttribute("ToothMCL.model_sha256") == sha256_of(root / "fold_0" / "checkpoint_final.pth")
+
+
+def test_a_structure_an_nnunet_model_finds_is_its_own_segment_not_a_tooth(small_phantom, tmp_path):
+    """A model that finds only ToothFairy2's upper jawbone gives one segment named so, coded as the
+    maxilla, read back as that structure and kept out of the teeth checks (no "very small" flag, no FDI)."""
+    import slicer
+    from nnunet_models import make_results_folder
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.SegmentDisplay import labelsFromSegmentation
+    from ToothMCLSegmentLib.TeethTable import teethTableFromSegmentation
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    root, _ = make_results_folder(tmp_path, spacing=1.0, favour=2)  # dataset class 2 = Upper Jawbone
+    scene = slicer.vtkMRMLScene()
+    image, _ = small_phantom
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    segmentation = SegmentationLogic().segmentVolume(volume, weights=root, device="cpu")
+    segments = _segments(segmentation)
+    assert [s.GetName() for s in segments] == ["upper jawbone"]
+    assert "SCT^70925003^Maxilla" in segments[0].GetTerminology()
+    labels, _ = labelsFromSegmentation(segmentation)
+    assert set(np.unique(labels).tolist()) == {0, 2}
+    (row,) = teethTableFromSegmentation(segmentation, minVolumeMm3=1e12)
+    assert row.fdi == 2 and row.flags == []

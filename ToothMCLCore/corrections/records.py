@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fdi
+from .. import fdi, structures
 from ..errors import InvalidInputError
 from ..types import Geometry
 from .diff import label_counts
@@ -193,12 +193,13 @@ def check_labels(name: str, labels, modality: str, jaw: str | None) -> np.ndarra
         )
     arr = arr.astype(np.uint8)
     present = np.nonzero(label_counts(arr))[0].tolist()
-    allowed = set(fdi.TEETH) | {0} | ({fdi.METAL_LABEL} if modality == "cbct" else set())
+    allowed = set(fdi.TEETH) | {0} | ({fdi.METAL_LABEL, *structures.STRUCTURES} if modality == "cbct" else set())
     bad = [v for v in present if v not in allowed]
     if bad:
         raise InvalidInputError(
             f"{name} labels hold values {bad[:10]} that are not FDI tooth numbers; expected 0 "
-            f"(background), 11-48 or 51-85 (teeth){', 99 (metal)' if modality == 'cbct' else ''}; "
+            f"(background), 11-48 or 51-85 (teeth)"
+            f"{', 99 (metal), the values of ToothMCLCore.structures' if modality == 'cbct' else ''}; "
             "convert the labels to FDI numbers (see ToothMCLCore.fdi)"
         )
     if jaw is not None:

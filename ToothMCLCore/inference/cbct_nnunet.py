@@ -15,15 +15,18 @@ classes only from dynamic_network_architectures and torch.nn). Stages:
    ``ZScoreNormalization`` of the image). Plans with an anisotropic spacing are refused for now.
 2. ``segment``: windows of the plans' patch size where nnU-Net puts them (step at most half a
    patch), Gaussian weights of sigma 1/8 of the patch (nnU-Net's values); the class probabilities of
-   each window are summed into our 34 CBCT classes (teeth by FDI number, restorations into
-   metal, every other structure into background) before blending. nnU-Net blends logits and
+   each window are summed into our 34 CBCT classes (teeth by FDI number; a tooth's pulp, where a
+   ToothFairy3 model has it, into its tooth), followed by one class per non-tooth structure the
+   model knows (jaws, canals, sinuses, pharynx, bridge, crown, implant:
+   :mod:`ToothMCLCore.structures`), before blending. nnU-Net blends logits and
    mirrors the input 8 times by default; we blend probabilities and do not mirror (``mirror``
    turns it on); the tests compare the two.
-3. ``postprocess``: our FDI order-aware clean-up (:func:`~ToothMCLCore.postprocessing.cbct.number_teeth`).
+3. ``postprocess``: a voxel whose most probable class is a structure takes that structure's
+   label value; the others go through our FDI order-aware clean-up of the teeth
+   (:func:`~ToothMCLCore.postprocessing.cbct.number_teeth`), which never sees the structures.
 4. ``restore``: labels resampled onto the input grid (:func:`~.cbct.restore_labels`).
 
-Not yet: the other structures of a ToothFairy2 model (jaws, canals, sinuses, pharynx) as their
-own segments; the whole volume is segmented (no ROI crop; a volume whose class probabilities
+Not yet: the whole volume is segmented (no ROI crop; a volume whose class probabilities
 would exceed :data:`MAX_PROBABILITY_BYTES` is refused); one fold runs (nnU-Net averages all
 folds by default); ``use_mask_for_norm`` is not applied (CBCT tooth plans do not use it).
 """
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, fdi
+from .. import __version__, fdi, structures
 from ..config import PostprocessConfig
 from ..errors import InvalidInputError, ResourceLimitError, WeightsError
 from ..models.checkpoint import sha256_of
@@ -54,7 +57,7 @@ logger = logging.getLogger(__name__)
 OVERLAP = 0.5
 SIGMA_SCALE = 0.125
 NORMALIZATIONS = ("CTNormalization", "ZScoreNormalization")
-#: class probabilities (two float32 copies of 34 classes over the whole volume) beyond this are refused
+#: class probabilities (two float32 copies of our classes over the whole volume) beyond this are refused
 MAX_PROBABILITY_BYTES = 8 * 1024**3
 
 
@@ -107,8 +110,15 @@ class NNUNetCBCTPredictor:
             raise WeightsError(f"{source}: CTNormalization needs foreground_intensity_properties_per_channel['0'] "
                                "(mean, std, percentile_00_5, percentile_99_5)")
         values = label_values(self.results.dataset, str(self.results.root / "dataset.json"))
-        #: our CBCT class index of every nnU-Net class (index = nnU-Net's output channel)
-        self.class_map = fdi.fdi_to_class_index(np.array([values[c] for c in range(len(values))]), "cbct")
+        per_channel = [values[c] for c in range(len(values))]
+        #: label values of the non-tooth structures this model segments; their classes follow our 34
+        self.structure_values = sorted({v for v in per_channel if structures.is_structure(v)})
+        n_cbct = fdi.num_classes("cbct")
+        extra = {v: n_cbct + i for i, v in enumerate(self.structure_values)}
+        #: our class index of every nnU-Net class (index = nnU-Net's output channel)
+        self.class_map = np.array([extra[v] if v in extra else int(fdi.fdi_to_class_index(v, "cbct"))
+                                   for v in per_channel], np.int64)
+        self.n_classes = n_cbct + len(self.structure_values)
         self.name = self.results.root.parent.name or self.results.root.name
 
     # ------------------------------------------------------------------------------------
@@ -140,7 +150,7 @@ class NNUNetCBCTPredictor:
         report = _Reporter(progress, cancel)
         canonical, probs = self.probabilities(volume, report)
         report("postprocess", 0.85)
-        labels = number_teeth(probs.argmax(axis=0).astype(np.uint8), probs, canonical.geometry, PostprocessConfig())
+        labels = self.postprocess(probs, canonical)
         report("restore", 0.95)
         restored = Volume(restore_labels(labels, canonical.geometry, volume), volume.geometry, volume.source)
         report("done", 1.0)
@@ -148,20 +158,38 @@ class NNUNetCBCTPredictor:
             "model": self.name, "model_format": "nnU-Net v2 results folder", "model_folder": str(self.results.root),
             "configuration": self.results.configuration, "fold": self.fold,
             "model_version": f"{self.results.configuration} fold {self.fold}",
-            "model_sha256": self.checkpoint_sha256, "spacing_mm": self.spacing_mm, "mirror": self.mirror,
+            "model_sha256": self.checkpoint_sha256,
+            "dataset_json_sha256": sha256_of(self.results.root / "dataset.json"),
+            "plans_json_sha256": sha256_of(self.results.root / "plans.json"), "spacing_mm": self.spacing_mm, "mirror": self.mirror,
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        present = np.bincount(restored.array.ravel(), minlength=256)
+        provenance["structures"] = ", ".join(structures.structure(v).name for v in self.structure_values if present[v])
         return CBCTResult(labels=restored, teeth=summarize(restored.array, volume.geometry), provenance=provenance)
 
+    def postprocess(self, probs: np.ndarray, canonical: Volume) -> np.ndarray:
+        """(K, J, I) uint8 label values from our class probabilities: structures where they are
+        the most probable class, elsewhere our numbered teeth (module docstring, stage 3)."""
+        n_cbct = fdi.num_classes("cbct")
+        classes = probs.argmax(axis=0)
+        on_structure = classes >= n_cbct
+        teeth_classes = np.where(on_structure, 0, classes).astype(np.uint8)
+        labels = number_teeth(teeth_classes, probs[:n_cbct], canonical.geometry, PostprocessConfig())
+        if self.structure_values:
+            lut = np.array(self.structure_values, np.uint8)
+            labels = np.where(on_structure, lut[np.clip(classes - n_cbct, 0, len(lut) - 1)], labels)
+        return labels.astype(np.uint8)
+
     def probabilities(self, volume: Volume, report=None) -> tuple[Volume, np.ndarray]:
-        """Stages 1-2: (the volume on the RAS grid at the plans' spacing, (34, K, J, I) float32
-        probabilities of our CBCT classes on that grid)."""
+        """Stages 1-2: (the volume on the RAS grid at the plans' spacing, (C, K, J, I) float32
+        probabilities of our CBCT classes on that grid: the 34 of the ``"cbct"`` scheme, then one
+        per :attr:`structure_values`)."""
         report = report or _Reporter(None, None)
         report("preprocess", 0.0)
         _, shape = canonical_geometry(volume.geometry, volume.array.shape, self.spacing_mm)
         padded = [max(int(s), p) for s, p in zip(shape, self.patch)]
-        need = 2 * fdi.num_classes("cbct") * int(np.prod(padded, dtype=np.int64)) * 4
+        need = 2 * self.n_classes * int(np.prod(padded, dtype=np.int64)) * 4
         if need > MAX_PROBABILITY_BYTES:
             raise ResourceLimitError(
                 f"this volume at {self.spacing_mm:g} mm needs {need / 2**30:.1f} GiB for the class probabilities "
@@ -173,7 +201,7 @@ class NNUNetCBCTPredictor:
         return canonical, self.from_network_array(self._sliding_window(x, report))  # a view: no third copy
 
     def _sliding_window(self, x: np.ndarray, report) -> np.ndarray:
-        """(34, ...) float32 probabilities of our CBCT classes on ``x``'s grid.
+        """(C, ...) float32 probabilities of our classes on ``x``'s grid (see :meth:`probabilities`).
 
         Windows where nnU-Net puts them (:func:`window_starts`), each weighted by nnU-Net's
         Gaussian (:func:`gaussian_weights`); a volume smaller than a patch is padded with zeros
@@ -188,7 +216,7 @@ class NNUNetCBCTPredictor:
         x = np.pad(x, [(b, d - b) for b, d in zip(before, diff)])
         weights = torch.from_numpy(gaussian_weights(self.patch))
         index = torch.from_numpy(self.class_map)
-        n_out = fdi.num_classes("cbct")
+        n_out = self.n_classes
         total = torch.zeros((n_out,) + x.shape)
         norm = torch.zeros(x.shape)
         flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if self.mirror else [])

@@ -32,7 +32,10 @@ permanent teeth 11..48, 33 metal (99) -- the output channels of our CBCT network
 every export, so datasets can be merged. ``dataset.json`` lists all 34 classes by name
 (``"36 lower left first molar": 22``) and records the way back in ``toothmcl_label_values``
 (class index -> label value); :meth:`DatasetCase.load` returns FDI values. Primary teeth have no
-class in that scheme: a CBCT record holding them is refused (nothing is dropped silently).
+class in that scheme: a CBCT record holding them is refused (nothing is dropped silently). The
+non-tooth structures of :mod:`ToothMCLCore.structures` (jaws, canals, ... that an nnU-Net model
+segments) are exported as background, with a log line per case: our CBCT networks do not
+learn them, and the teeth of such a case are still good training data.
 The channel is named ``"CBCT"``: nnU-Net then z-scores each image (its ``"CT"`` normalisation
 assumes calibrated Hounsfield units, which CBCT scanners do not give).
 
@@ -74,7 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, fdi
+from .. import __version__, fdi, structures
 from ..errors import InvalidInputError, OutputError
 from ..types import Geometry, SurfaceMesh
 from .dataset_reader import (
@@ -257,13 +260,17 @@ def _class_indices(labels: np.ndarray, case_id: str) -> np.ndarray:
         raise InvalidInputError(f"case {case_id!r}: labels hold fractional or non-finite values; "
                                 "round or argmax them to FDI numbers first")
     table = [int(v) for v in fdi.class_index_to_fdi(np.arange(fdi.num_classes(CLASS_SCHEME)), CLASS_SCHEME)]
-    bad = [v for v in values.tolist() if v not in table]
+    bad = [v for v in values.tolist() if v not in table and not structures.is_structure(int(v))]
     if bad:
         raise InvalidInputError(
             f"case {case_id!r}: label values {[int(v) if float(v).is_integer() else v for v in bad[:10]]} have "
-            "no class in the nnU-Net label table (0, permanent teeth 11-48, 99 metal); primary teeth and "
-            "other structures cannot be exported to it: relabel them or leave the case out")
-    lut = np.zeros(256, dtype=np.uint8)
+            "no class in the nnU-Net label table (0, permanent teeth 11-48, 99 metal); primary teeth "
+            "cannot be exported to it: relabel them or leave the case out")
+    dropped = [structures.structure(int(v)).name for v in values.tolist() if structures.is_structure(int(v))]
+    if dropped:
+        logger.info("case %s: %s exported as background (our CBCT classes are teeth and metal)",
+                    case_id, ", ".join(dropped))
+    lut = np.zeros(256, dtype=np.uint8)  # structures (jaws, canals, ...) -> 0
     lut[table] = np.arange(len(table), dtype=np.uint8)
     if labels.dtype.kind == "f" or labels.dtype.itemsize > 2:
         labels = labels.astype(np.uint8)  # every value is in the table, so 0..99

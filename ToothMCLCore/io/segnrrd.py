@@ -3,7 +3,8 @@
 A ``.seg.nrrd`` is a NRRD label map with extra header fields (``Segment{n}_*``,
 ``Segmentation_*``) that tell Slicer each segment's name, colour, label value and terminology.
 We write a single 3-D layer (teeth never overlap) whose label values are FDI numbers (99 for
-metal), on exactly the grid of the input volume, in the ``left-posterior-superior`` space that
+metal; the label values of :mod:`ToothMCLCore.structures` for jaws, canals, sinuses, the airway
+and restorations that some models segment too), on exactly the grid of the input volume, in the ``left-posterior-superior`` space that
 Slicer itself writes. The format is documented at
 https://slicer.readthedocs.io/en/latest/developer_guide/modules/segmentations.html
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fdi
+from .. import fdi, structures
 from ..errors import InvalidInputError, ResourceLimitError
 from ..types import LPS_TO_RAS, Geometry, Volume
 from .atomic import atomic_path
@@ -43,8 +44,13 @@ _ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def segment_name(value: int) -> str:
-    """Segment name of a label value: ``"36 lower left first molar"``, ``"99 metal or ..."``."""
-    return METAL_NAME if int(value) == fdi.METAL_LABEL else fdi.tooth(value).label
+    """Segment name of a label value: ``"36 lower left first molar"``, ``"99 metal or ..."``,
+    ``"left inferior alveolar canal"`` (a structure has no number: its value means nothing to a reader)."""
+    if int(value) == fdi.METAL_LABEL:
+        return METAL_NAME
+    if structures.is_structure(value):
+        return structures.structure(value).name
+    return fdi.tooth(value).label
 
 
 def terminology_entry(value: int) -> str:
@@ -53,21 +59,26 @@ def terminology_entry(value: int) -> str:
     Seven ``~``-separated fields: context, category, type, type modifier, anatomic context,
     anatomic region, anatomic region modifier; each code is ``scheme^value^meaning``.
     """
+    modifier = ("", "", "")
     if int(value) == fdi.METAL_LABEL:
         category, kind = METAL_CATEGORY, METAL_TYPE
+    elif structures.is_structure(value):
+        s = structures.structure(value)
+        category, kind, modifier = s.category, s.type, s.modifier or modifier
     else:
         t = fdi.tooth(value)
         category, kind = TOOTH_CATEGORY, ("SCT", t.snomed_code, t.snomed_meaning)
-    return "~".join((TERMINOLOGY_CONTEXT, "^".join(category), "^".join(kind), "^^",
+    return "~".join((TERMINOLOGY_CONTEXT, "^".join(category), "^".join(kind), "^".join(modifier),
                      ANATOMIC_CONTEXT, "^^", "^^"))
 
 
 def _check_values(values) -> list[int]:
     values = sorted({int(v) for v in values})
-    bad = [v for v in values if v != fdi.METAL_LABEL and not fdi.is_valid_fdi(v)]
+    bad = [v for v in values if v != fdi.METAL_LABEL and not fdi.is_valid_fdi(v) and not structures.is_structure(v)]
     if bad:
         raise InvalidInputError(
-            f"label values {bad[:10]} are not FDI tooth numbers or {fdi.METAL_LABEL} (metal); "
+            f"label values {bad[:10]} are not FDI tooth numbers, {fdi.METAL_LABEL} (metal) or structures "
+            f"({', '.join(str(v) for v in sorted(structures.STRUCTURES))}); "
             "convert network class indices with fdi.class_index_to_fdi before writing"
         )
     return values
@@ -270,13 +281,24 @@ def _segments(header: dict) -> list[dict[str, str]]:
 
 
 def _segment_fdi(seg: dict[str, str]) -> int | None:
-    m = re.match(r"^\s*(\d+)\b", seg.get("Name", ""))
+    tags = [t.split(":", 1)[1] for t in seg.get("Tags", "").split("|") if t.startswith("TerminologyEntry:")]
+    return label_value_of_segment(seg.get("Name", ""), tags[0] if tags else "")
+
+
+def label_value_of_segment(name: str, terminology: str = "") -> int | None:
+    """A segment's label value, or None: the FDI number (or 99) its name starts with, a
+    structure's name (:mod:`ToothMCLCore.structures`), else the type code of its Slicer
+    terminology entry (with the laterality modifier for a structure)."""
+    m = re.match(r"^\s*(\d+)\b", name or "")
     if m and (fdi.is_valid_fdi(int(m.group(1))) or int(m.group(1)) == fdi.METAL_LABEL):
         return int(m.group(1))
-    for tag in seg.get("Tags", "").split("|"):
-        if tag.startswith("TerminologyEntry:"):
-            fields = tag.split(":", 1)[1].split("~")
-            code = fields[2].split("^") if len(fields) > 2 else []
-            if len(code) > 1 and code[1] in _SNOMED_TO_FDI:
-                return _SNOMED_TO_FDI[code[1]]
+    if structures.value_of_name(name or "") is not None:
+        return structures.value_of_name(name)
+    fields = (terminology or "").split("~")
+    code = fields[2].split("^") if len(fields) > 2 else []
+    modifier = fields[3].split("^") if len(fields) > 3 else []
+    if len(code) > 1:
+        if code[1] in _SNOMED_TO_FDI:
+            return _SNOMED_TO_FDI[code[1]]
+        return structures.value_of_code(code[1], modifier[1] if len(modifier) > 1 else "")
     return None

@@ -278,8 +278,8 @@ def label_values(dataset: dict, source: str = "dataset.json") -> dict[int, int]:
     """Class index -> ToothMCL label value of a ToothFairy2-style ``dataset.json``.
 
     Teeth become their FDI numbers (from their names, as :func:`~ToothMCLCore.io.public_datasets.
-    toothfairy2.label_table` reads them); Bridge, Crown and Implant become 99 (metal/restoration);
-    the jaws, canals, sinuses and the pharynx become 0 here (they are not teeth).
+    toothfairy2.label_table` reads them); the jaws, canals, sinuses, the pharynx, bridges, crowns
+    and implants keep label values of their own (:mod:`ToothMCLCore.structures`), never tooth numbers.
 
     Raises:
         WeightsError: a label this table does not know (the model's labels are not ToothFairy2's).
@@ -287,6 +287,6 @@ def label_values(dataset: dict, source: str = "dataset.json") -> dict[int, int]:
     from ..io.public_datasets.toothfairy2 import label_table
 
     try:
-        return label_table(dataset["labels"], "metal", source)
+        return label_table(dataset["labels"], "metal", source, keep_structures=True)
     except InvalidInputError as exc:
         raise WeightsError(f"{exc}; ToothMCL runs nnU-Net tooth models whose labels are ToothFairy2's") from None

@@ -14,7 +14,11 @@ or the ``registry_file`` argument): ``{"name": {"url": ..., "sha256": ..., "desc
 An entry with ``"format": "nnunetv2"`` names an nnU-Net v2 results folder
 (:mod:`ToothMCLCore.models.nnunet`): ``url`` is the folder itself (``file://``) or a ``.zip`` of it,
 downloaded once and unpacked into the cache; ``sha256`` is that of the checkpoint of ``fold``
-(default "0"), checked every time the model is resolved (:func:`resolve_results_folder`).
+(default "0"), ``dataset_sha256`` and ``plans_sha256`` those of ``dataset.json`` and ``plans.json``
+(what ``sha256sum`` prints): all three are checked every time the model is resolved
+(:func:`resolve_results_folder`). The checkpoint alone is not enough: ``dataset.json`` says which
+output channel is which tooth, so a swapped one would renumber every tooth under the same weights,
+and ``plans.json`` sets the spacing, normalisation and network.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class RegistryEntry:
     description: str = ""
     format: str = "toothmcl"
     fold: str = "0"
+    #: nnunetv2 entries: SHA-256 of the results folder's dataset.json and plans.json
+    dataset_sha256: str = ""
+    plans_sha256: str = ""
 
 
 def _bundled_entries() -> dict[str, RegistryEntry]:
@@ -91,14 +98,20 @@ def load_registry(registry_file: str | os.PathLike | None = None) -> dict[str, R
             try:
                 entries[name] = RegistryEntry(name=name, url=item["url"], sha256=item["sha256"],
                                               description=item.get("description", ""),
-                                              format=item.get("format", "toothmcl"), fold=str(item.get("fold", "0")))
-            except (KeyError, TypeError):
+                                              format=item.get("format", "toothmcl"), fold=str(item.get("fold", "0")),
+                                              dataset_sha256=str(item.get("dataset_sha256", "")),
+                                              plans_sha256=str(item.get("plans_sha256", "")))
+            except (KeyError, TypeError, AttributeError):
                 raise WeightsError(
                     f"registry entry {name!r} in {path} needs 'url' and 'sha256'"
                 ) from None
             if entries[name].format not in FORMATS:
                 raise WeightsError(f"registry entry {name!r} in {path}: format must be one of {FORMATS} "
                                    f"(got {entries[name].format!r})")
+            if entries[name].format == "nnunetv2" and not (entries[name].dataset_sha256 and entries[name].plans_sha256):
+                raise WeightsError(f"registry entry {name!r} in {path}: an nnunetv2 entry needs 'dataset_sha256' and "
+                                   "'plans_sha256' besides the checkpoint's 'sha256' (run sha256sum dataset.json "
+                                   "plans.json in the results folder): dataset.json decides which tooth is which")
     return entries
 
 
@@ -203,14 +216,17 @@ def resolve_results_folder(name: str, registry_file: str | os.PathLike | None = 
     checkpoint = folder / f"fold_{entry.fold}" / "checkpoint_final.pth"
     if not checkpoint.is_file():
         raise WeightsError(f"{folder} has no fold_{entry.fold}/checkpoint_final.pth, which registry entry {name!r} names")
-    digest = sha256_of(checkpoint)
-    if digest != entry.sha256:
-        cached = cache_dir() / name
-        if folder.is_relative_to(cached):  # a stale or damaged download: the next call fetches it again
-            shutil.rmtree(cached, ignore_errors=True)
-        raise WeightsError(f"{checkpoint} has SHA-256 {digest}, but registry entry {name!r} expects {entry.sha256}; "
-                           "it is not the registered model" + (" (the cached copy was removed: run again to download "
-                                                               "it afresh)" if folder.is_relative_to(cached) else ""))
+    for path, expected in ((checkpoint, entry.sha256), (folder / "dataset.json", entry.dataset_sha256),
+                           (folder / "plans.json", entry.plans_sha256)):
+        digest = sha256_of(path)
+        if digest != expected:
+            cached = cache_dir() / name
+            removed = folder.is_relative_to(cached)
+            if removed:  # a stale or damaged download: the next call fetches it again
+                shutil.rmtree(cached, ignore_errors=True)
+            raise WeightsError(f"{path} has SHA-256 {digest}, but registry entry {name!r} expects {expected}; "
+                               "it is not the registered model" + (" (the cached copy was removed: run again to "
+                                                                   "download it afresh)" if removed else ""))
     return folder, entry.fold
 
 

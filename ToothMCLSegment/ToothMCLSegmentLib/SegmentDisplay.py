@@ -13,7 +13,6 @@ Label arrays are ``(K, J, I)`` uint8 on the reference geometry; matrices are IJK
 from __future__ import annotations
 
 import logging
-import re
 
 import numpy as np
 import slicer
@@ -39,24 +38,11 @@ def attributePrefix() -> str:
 
 
 def fdiOfSegment(segment) -> int | None:
-    """FDI number (or 99 metal) of a segment: the number its name starts with, else its SNOMED code."""
-    from ToothMCLCore import fdi
-    from ToothMCLCore.io.segnrrd import METAL_TYPE
+    """Label value of a segment: its FDI number (or 99 metal, or a structure's value such as the
+    jaws of an nnU-Net model), from its name, else its terminology's code."""
+    from ToothMCLCore.io.segnrrd import label_value_of_segment
 
-    match = re.match(r"^\s*(\d+)\b", segment.GetName() or "")
-    if match:
-        value = int(match.group(1))
-        if fdi.is_valid_fdi(value) or value == fdi.METAL_LABEL:
-            return value
-    fields = (segment.GetTerminology() or "").split("~")
-    code = fields[2].split("^") if len(fields) > 2 else []
-    if len(code) > 1:
-        if code[1] == METAL_TYPE[1]:
-            return fdi.METAL_LABEL
-        for number, tooth in fdi.TEETH.items():
-            if tooth.snomed_code == code[1]:
-                return number
-    return None
+    return label_value_of_segment(segment.GetName() or "", segment.GetTerminology() or "")
 
 
 def toothSegments(segmentationNode) -> list[tuple[str, int]]:
@@ -194,7 +180,7 @@ def setToothLabels(segmentationNode, labels: np.ndarray) -> None:
         InvalidInputError: the label map does not fit the reference geometry, or holds values that
             are neither FDI numbers nor 99.
     """
-    from ToothMCLCore import fdi
+    from ToothMCLCore import fdi, structures
     from ToothMCLCore.errors import InvalidInputError
 
     ijkToRas, shape = referenceGeometry(segmentationNode)
@@ -206,10 +192,10 @@ def setToothLabels(segmentationNode, labels: np.ndarray) -> None:
         )
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=256)
     present = [int(v) for v in np.nonzero(counts)[0] if v != 0]
-    bad = [v for v in present if not fdi.is_valid_fdi(v) and v != fdi.METAL_LABEL]
+    bad = [v for v in present if not fdi.is_valid_fdi(v) and v != fdi.METAL_LABEL and not structures.is_structure(v)]
     if bad:
         raise InvalidInputError(
-            f"label values {bad[:10]} are neither FDI tooth numbers nor {fdi.METAL_LABEL} (metal); "
+            f"label values {bad[:10]} are neither FDI tooth numbers, {fdi.METAL_LABEL} (metal) nor structures; "
             "convert network class indices with ToothMCLCore.fdi.class_index_to_fdi"
         )
 

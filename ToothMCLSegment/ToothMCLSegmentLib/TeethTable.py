@@ -96,7 +96,7 @@ def flagRows(rows: list[ToothRow], minSize: float) -> list[ToothRow]:
             if not ok:
                 row.flags.append(FLAG_ORDER)
     for row in rows:
-        if row.fdi != fdi.METAL_LABEL and row.size < minSize:
+        if (row.fdi == 0 or fdi.is_valid_fdi(row.fdi)) and row.size < minSize:  # not metal nor structures
             row.flags.append(FLAG_SMALL)
     return sorted(rows, key=lambda row: (row.fdi == 0, row.fdi, row.segmentId))
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import fdi
+from ... import fdi, structures
 from ...errors import InvalidInputError
 from ...types import Volume
 from ..dataset_records import CBCTRecord
@@ -85,8 +85,14 @@ _BACKGROUND = ("background", "lower jawbone", "upper jawbone", "left inferior al
 _PLACEHOLDER = re.compile(r"^na\d*$")
 
 
-def label_table(labels: dict, restorations: str = "metal", source: str = "dataset.json") -> dict[int, int]:
+def label_table(labels: dict, restorations: str = "metal", source: str = "dataset.json",
+                keep_structures: bool = False) -> dict[int, int]:
     """Dataset id -> our value for the ``labels`` entry of a ToothFairy2/3 ``dataset.json``.
+
+    With ``keep_structures`` every non-tooth structure (jaws, canals, sinuses, pharynx, bridge,
+    crown, implant) keeps a label value of its own (:mod:`ToothMCLCore.structures`), whatever
+    ``restorations`` says: what a model's output becomes. Without it they follow the module
+    docstring: what training data for our 34-class CBCT models becomes.
 
     Raises:
         InvalidInputError: a name this converter does not know, or a region (list) label.
@@ -103,7 +109,9 @@ def label_table(labels: dict, restorations: str = "metal", source: str = "datase
                                     "name (region labels are not ToothFairy2's layout)")
         key = " ".join(str(name).lower().split())
         match = _TOOTH.match(key)
-        if match:
+        if keep_structures and structures.value_of_name(key) is not None:
+            table[value] = structures.value_of_name(key)
+        elif match:
             jaw, side, kind = match.group(1), match.group(2), match.group(3)
             table[value] = _QUADRANTS[(jaw, side)] * 10 + _POSITIONS.index(kind) + 1
         elif key in _RESTORATIONS:

@@ -32,6 +32,9 @@ def build_swinunetr(
 
     Input ``(B, in_channels, D, H, W)``, D/H/W divisible by 32; output ``(B, out_channels, D, H, W)``.
     """
+    from ..monai_import import import_monai
+
+    import_monai()  # without the integrations we never use: ~2 s less per run
     from monai.networks.nets import SwinUNETR
 
     if feature_size % 12:
@@ -62,6 +65,9 @@ def build_roi_unet(
     BasicUNet with 8..128 channels (~0.5 M parameters) runs on a 1.5 mm grid in well under a
     second on a CPU, which is all a bounding box needs.
     """
+    from ..monai_import import import_monai
+
+    import_monai()  # without the integrations we never use: ~2 s less per run
     from monai.networks.nets import BasicUNet
 
     return BasicUNet(

@@ -23,7 +23,7 @@ print("teeth:", len(result.teeth))
 def test_a_cbct_run_leaves_monais_unused_integrations_out_and_importable():
     """A whole CBCT prediction (SwinUNETR + sliding window) runs without importing torchvision, matplotlib,
     pandas or scikit-learn (about 2 s of MONAI's import on 2 cores), and they import normally afterwards."""
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", CODE], check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded: []" in out.stdout
     assert "importable afterwards: matplotlib torchvision" in out.stdout

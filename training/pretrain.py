@@ -108,7 +108,8 @@ class PretrainConfig:
             whose encoders are pretrained.
         cbct_stage, ios_stage: encoder stages whose tokens / patches are aligned.
         hidden_dim: shared dimension h of the projections; projection_hidden: 0 = linear heads.
-        alpha, init_scale, init_bias, reduction, negatives: :class:`training.losses.ToothMCLLoss`;
+        alpha, init_scale, init_bias, init_bias_local, reduction, negatives: :class:`training.losses.ToothMCLLoss`
+            (reduction "mean" and b_l starting at 0: see that module for why);
             ``negatives`` "batch" (Eq. 4's mini-batch: the other scans' patches, of every rank
             under DDP, are negatives too) or "scan" (a scan's own patches only).
         correspondence, registration: overrides of CorrespondenceConfig / RegistrationConfig.
@@ -139,8 +140,9 @@ class PretrainConfig:
     alpha: float = 0.5
     init_scale: float = 10.0
     init_bias: float = 10.0
-    reduction: str = "max"
+    reduction: str = "mean"
     negatives: str = "batch"
+    init_bias_local: float | None = 0.0
     correspondence: dict = field(default_factory=dict)
     registration: dict = field(default_factory=dict)
     registration_spacing_mm: float = 0.0
@@ -167,7 +169,8 @@ class PretrainConfig:
         return {"cbct_arch": dict(self.cbct_arch), "ios_arch": dict(self.ios_arch), "cbct_stage": self.cbct_stage,
                 "ios_stage": self.ios_stage, "hidden_dim": self.hidden_dim,
                 "projection_hidden": self.projection_hidden, "alpha": self.alpha, "init_scale": self.init_scale,
-                "init_bias": self.init_bias, "reduction": self.reduction, "negatives": self.negatives,
+                "init_bias": self.init_bias, "init_bias_local": self.init_bias_local,
+                "reduction": self.reduction, "negatives": self.negatives,
                 "correspondence": dict(self.correspondence)}
 
 

@@ -89,8 +89,8 @@ class PretrainModel(nn.Module):
 
     def __init__(self, cbct_arch: dict, ios_arch: dict, cbct_stage: int = 4, ios_stage: int = 4,
                  hidden_dim: int = 512, projection_hidden: int = 0, alpha: float = 0.5, init_scale: float = 10.0,
-                 init_bias: float = 10.0, reduction: str = "max", negatives: str = "batch",
-                 correspondence: dict | None = None):
+                 init_bias: float = 10.0, reduction: str = "mean", negatives: str = "batch",
+                 correspondence: dict | None = None, init_bias_local: float | None = 0.0):
         super().__init__()
         from ToothMCLCore.models.networks import build_swinunetr
 
@@ -108,7 +108,8 @@ class PretrainModel(nn.Module):
         c_ios = self.ios_encoder.planes[self.ios_stage]
         self.cbct_projection = _head(c_cbct, hidden_dim, projection_hidden)
         self.ios_projection = _head(c_ios, hidden_dim, projection_hidden)
-        self.criterion = ToothMCLLoss(alpha=alpha, init_scale=init_scale, init_bias=init_bias, reduction=reduction,
+        self.criterion = ToothMCLLoss(alpha=alpha, init_scale=init_scale, init_bias=init_bias,
+                                      init_bias_local=init_bias_local, reduction=reduction,
                                       negatives=negatives)
         self.correspondence = CorrespondenceConfig.from_dict(dict(correspondence or {}))
 

@@ -79,14 +79,14 @@ INTRA_MEAN = -2 * (log_sigmoid(R2) + log_sigmoid(1.0) + log_sigmoid(-R2)) / 6
 
 def test_intra_modal_loss_matches_hand_computed_max_over_i():
     """Eq. 6-8 on three patches: the average over j of the best pair i (diagonal excluded)."""
-    loss = intra_modal_loss(FEATURES, Z_INTRA, T, B)
+    loss = intra_modal_loss(FEATURES, Z_INTRA, T, B, reduction="max")
     assert loss.item() == pytest.approx(INTRA_MAX, abs=1e-6)
     assert INTRA_MAX == pytest.approx(0.37795, abs=1e-5)
 
 
 def test_intra_modal_loss_mean_reduction_is_the_average_of_the_six_pairs():
-    """reduction='mean' (released code) averages A over the six off-diagonal pairs: 0.58072."""
-    loss = intra_modal_loss(FEATURES, Z_INTRA, T, B, reduction="mean")
+    """reduction='mean' (released code, the default) averages A over the six off-diagonal pairs: 0.58072."""
+    loss = intra_modal_loss(FEATURES, Z_INTRA, T, B)
     assert loss.item() == pytest.approx(INTRA_MEAN, abs=1e-6)
     assert INTRA_MEAN == pytest.approx(0.58072, abs=1e-5)  # (0.50734 + 0.31326 + 0.92155) / 3
 
@@ -96,18 +96,63 @@ def test_intra_modal_loss_masked_pairs_and_patches():
     mask = ~torch.eye(3, dtype=torch.bool)[None]
     mask[0, 2, 0] = False  # (i=3, j=1) out of the loss
     expected = -(log_sigmoid(R2) + log_sigmoid(R2) + log_sigmoid(1.0)) / 3
-    assert intra_modal_loss(FEATURES, Z_INTRA, T, B, mask).item() == pytest.approx(expected, abs=1e-6)
+    assert intra_modal_loss(FEATURES, Z_INTRA, T, B, mask, "max").item() == pytest.approx(expected, abs=1e-6)
     only_12 = torch.zeros(1, 3, 3, dtype=torch.bool)
     only_12[0, 0, 1] = only_12[0, 1, 0] = True  # column 3 has no pair: average over 2 columns
-    assert intra_modal_loss(FEATURES, Z_INTRA, T, B, only_12).item() == pytest.approx(-log_sigmoid(R2), abs=1e-6)
-    assert intra_modal_loss(FEATURES, Z_INTRA, T, B, torch.zeros(1, 3, 3, dtype=torch.bool)).item() == 0.0
+    assert intra_modal_loss(FEATURES, Z_INTRA, T, B, only_12, "max").item() == pytest.approx(-log_sigmoid(R2),
+                                                                                           abs=1e-6)
+    for reduction in ("mean", "max", "max_positive"):
+        none = torch.zeros(1, 3, 3, dtype=torch.bool)
+        assert intra_modal_loss(FEATURES, Z_INTRA, T, B, none, reduction).item() == 0.0
+
+
+def test_intra_modal_loss_max_over_positives_keeps_each_patchs_best_positive_pair():
+    """reduction='max_positive': only 1-2 is positive, so columns 1 and 2 keep A21 = A12 = ls(0.41421)
+    and column 3 (no positive) drops out: L = 0.50734."""
+    loss = intra_modal_loss(FEATURES, Z_INTRA, T, B, reduction="max_positive")
+    assert loss.item() == pytest.approx(-log_sigmoid(R2), abs=1e-6)
+    assert -log_sigmoid(R2) == pytest.approx(0.50734, abs=1e-5)
+
+
+def _gradient_norms(reduction: str, **init) -> tuple[float, float]:
+    """|d L_intra / d features| and |d L_cross / d features| on random features at the start."""
+    torch.manual_seed(0)
+    loss_fn = ToothMCLLoss(reduction=reduction, **init)
+    cbct = torch.randn(1, 64, 32, requires_grad=True)
+    ios = torch.randn(1, 48, 32, requires_grad=True)
+    z_cross = torch.zeros(1, 64, 48, dtype=torch.bool)
+    z_cross[0, torch.arange(48), torch.arange(48)] = True
+    groups_c, groups_i = torch.arange(64) % 8, torch.arange(48) % 8
+    z_cbct = (groups_c[:, None] == groups_c[None])[None]
+    z_ios = (groups_i[:, None] == groups_i[None])[None]
+    out = loss_fn(cbct, ios, z_cross, z_cbct, z_ios)
+    intra = torch.autograd.grad(out.intra_cbct + out.intra_ios, (cbct, ios), retain_graph=True)
+    cross = torch.autograd.grad(loss_fn.alpha * out.cross, (cbct, ios))
+    norm = lambda grads: float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+    return norm(intra), norm(cross)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "max_positive"])
+def test_the_intra_modal_term_trains_as_much_as_the_cross_modal_one(reduction):
+    """On random features at the start of training the default intra-modal loss (and the max over
+    positives) pushes the features about as hard as the cross-modal loss (within 10x)."""
+    intra, cross = _gradient_norms(reduction)
+    assert 0.1 <= intra / cross <= 10.0, (intra, cross)
+
+
+def test_eq8_as_printed_with_siglips_bias_gives_the_features_almost_no_gradient():
+    """What issue 16 found: Eq. 8's max with b_l = 10 keeps an easy negative per patch, whose gradient is ~0."""
+    intra, cross = _gradient_norms("max", init_bias_local=10.0)
+    assert intra < 1e-3 * cross, (intra, cross)
 
 
 def test_tooth_mcl_loss_is_eq9_and_starts_at_siglip_values():
-    """Total = intra CBCT + intra IOS + alpha * cross; t starts at 10, b at +10 (SigLIP's -10 logit bias)."""
+    """Total = intra CBCT + intra IOS + alpha * cross; t starts at 10, b_g at +10 (SigLIP's -10 logit bias),
+    b_l at 0 (decision at cosine 0, see training/losses.py), or at b_g with init_bias_local=None."""
     loss_fn = ToothMCLLoss(alpha=0.3)
     assert loss_fn.t_global.item() == pytest.approx(10.0) and loss_fn.t_local.item() == pytest.approx(10.0)
-    assert loss_fn.b_global.item() == 10.0 and loss_fn.b_local.item() == 10.0
+    assert loss_fn.b_global.item() == 10.0 and loss_fn.b_local.item() == 0.0
+    assert ToothMCLLoss(init_bias_local=None).b_local.item() == 10.0
     z_cbct = torch.tensor([[[False, True], [True, False]]])
     out = loss_fn(CBCT, IOS, Z, z_cbct, z_cbct)
     assert out.total.item() == pytest.approx((out.intra_cbct + out.intra_ios + 0.3 * out.cross).item(), abs=1e-6)

@@ -152,7 +152,7 @@ def test_our_pipeline_gives_what_nnunets_own_predictor_gives(tmp_path):
     root, _ = make_results_folder(tmp_path, spacing=1.0)
     image, _ = make_cbct_phantom(3, spacing=1.0, orientation="LPS")
     write_volume(tmp_path / "case_0000.mha", image)
-    ours = NNUNetCBCTPredictor(root, device="cpu")
+    ours = NNUNetCBCTPredictor(root, device="cpu", precision="fp32")  # nnU-Net's own CPU precision
     _, probs = ours.probabilities(read_volume(tmp_path / "case_0000.mha"))
 
     theirs = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,

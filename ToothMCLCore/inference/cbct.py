@@ -34,7 +34,7 @@ from ..models.registry import resolve_weights
 from ..postprocessing.cbct import number_teeth
 from ..preprocessing.cbct import preprocess_cbct, resample_onto
 from ..types import Geometry, Volume
-from .device import autocast, resolve_device
+from .device import autocast, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +103,18 @@ class CBCTPredictor:
         whole_crop_max_voxels: override of the card's one-window limit
             (:class:`~ToothMCLCore.config.SlidingWindowConfig`; 0 = always overlapping windows).
         load_in_background: build the networks in a thread (see above).
+        precision: on CPU, ``"auto"`` (bfloat16 autocast where the CPU has bf16 instructions,
+            else fp32), ``"fp32"`` or ``"bf16"``; CUDA always uses fp16 AMP
+            (:func:`~.device.resolve_precision`). On the demo phantom bf16 labels equal fp32's on
+            99.99 % of the voxels (Dice vs truth 0.9415 both).
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto",
                  roi_weights=None, use_roi: bool = True, overlap: float | None = None,
                  whole_crop_max_voxels: int | None = None, load_in_background: bool = False,
-                 paper_protocol: bool = False):
+                 paper_protocol: bool = False, precision: str = "auto"):
+        resolve_precision(precision, "cpu")  # a bad name fails here, before any work
+        self._precision = precision
         path, expected = _locate(weights, model)
         self.card = verify_checkpoint(path, expected)
         if self.card.task != "cbct_teeth":
@@ -155,6 +161,11 @@ class CBCTPredictor:
         return self._built.result()[1]
 
     @property
+    def precision(self) -> str:
+        """What the networks run in: "fp16" (CUDA), "bf16" or "fp32" (waits for a background build)."""
+        return resolve_precision(self._precision, self.device)
+
+    @property
     def roi_net(self):
         """The lightweight ROI network, or None (waits for a background build)."""
         return self._built.result()[2]
@@ -195,6 +206,7 @@ class CBCTPredictor:
             "roi_rule": rule,
             "intensity_offset": info["intensity_offset"],
             "paper_protocol": self.paper_protocol,
+            "precision": self.precision,
             "spacing_mm": info["spacing_mm"],
             "toothmcl_version": __version__,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -228,7 +240,7 @@ class CBCTPredictor:
         pad = [(-s) % 16 for s in coarse.shape]
         x = torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.float32))[None, None]
         x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.roi_net(x.to(self.device)).float()
         prob = torch.softmax(logits, dim=1)[0, 1].cpu().numpy()
         return prob[: coarse.shape[0], : coarse.shape[1], : coarse.shape[2]]
@@ -249,10 +261,11 @@ class CBCTPredictor:
             roi = whole  # one window over the whole crop (see SlidingWindowConfig)
         n_windows = _count_windows(crop.shape, roi, sw.overlap)
         done = [0]
+        precision = self.precision
 
         def predictor(batch):
             report.check()
-            with autocast(self.device):
+            with autocast(self.device, precision):
                 out = self.net(batch.to(self.device))
             done[0] += batch.shape[0]
             report("segment", 0.2 + 0.65 * min(done[0] / max(n_windows, 1), 1.0))

@@ -85,12 +85,14 @@ def checkpoint_dict(network, plans, dataset) -> dict:
             "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2)}
 
 
-def make_results_folder(parent, patch=(32, 32, 32), spacing=0.6, seed=0, favour: int | None = None):
+def make_results_folder(parent, patch=(32, 32, 32), spacing=0.6, seed=0, favour: int | None = None,
+                        dataset: dict | None = None):
     """``parent/Dataset999_ToyTeeth/nnUNetTrainer__nnUNetPlans__3d_fullres`` with fold_0 (random
     weights from ``seed``; with ``favour``, the output layer's bias makes that dataset class win
-    everywhere, so the model finds exactly one tooth); returns (folder, the network, eval mode)."""
+    everywhere, so the model finds exactly one tooth; ``dataset``: another dataset.json than
+    ToothFairy2's); returns (folder, the network, eval mode)."""
     torch.manual_seed(seed)
-    plans, dataset = plans_dict(), dataset_dict()
+    plans, dataset = plans_dict(), dataset or dataset_dict()
     plans["configurations"]["3d_fullres"]["patch_size"] = list(patch)
     plans["configurations"]["3d_fullres"]["spacing"] = [float(spacing)] * 3
     network = reference_network(plans, dataset)

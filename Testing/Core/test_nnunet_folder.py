@@ -135,6 +135,36 @@ def test_toothfairy2_labels_become_fdi_numbers_and_unknown_labels_are_refused():
         nnunet.label_values(foreign)
 
 
+def test_a_model_trained_by_nnunet_on_our_export_runs_with_our_label_table(tmp_path, capsys):
+    """nnU-Net trained on a dataset ToothMCL exported (its dataset.json, toothmcl_label_values included,
+    is what the results folder holds): class index 22 is FDI 36 by our table, so a model that finds
+    class 22 gives tooth 36; a table that does not fit its labels is refused."""
+    from ToothMCLCore import fdi
+    from ToothMCLCore.cli import main
+    from ToothMCLCore.io import read_seg_nrrd
+    from ToothMCLCore.io.dataset_layout import write_dataset
+    from ToothMCLCore.io.dataset_records import CBCTRecord
+    from ToothMCLCore.io.volume import write_volume
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    image, truth = make_cbct_phantom(4, spacing=2.0)
+    write_dataset([CBCTRecord(f"case{k}", f"p{k}", image, truth, source="phantom") for k in range(3)],
+                  tmp_path / "export", "nnunet")
+    exported = json.loads((tmp_path / "export" / "dataset.json").read_text())
+    molar = int(fdi.fdi_to_class_index(36, "cbct"))
+    assert exported["toothmcl_label_values"][molar] == 36
+    root, _ = make_results_folder(tmp_path / "models", spacing=1.0, favour=molar, dataset=exported)
+    scan, _ = make_cbct_phantom(5, spacing=1.3)
+    write_volume(tmp_path / "scan.nii.gz", scan)
+    out = tmp_path / "pred.seg.nrrd"
+    assert main(["segment-cbct", str(tmp_path / "scan.nii.gz"), "-o", str(out), "--weights", str(root), "-q"]) == 0
+    assert "36  lower left first molar" in capsys.readouterr().out
+    assert set(np.unique(read_seg_nrrd(out)[0]).tolist()) <= {0, 36}
+    broken = dict(exported, toothmcl_label_values=exported["toothmcl_label_values"][:-1])
+    with pytest.raises(WeightsError, match="does not fit its labels"):
+        nnunet.label_values(broken)
+
+
 def test_our_pipeline_gives_what_nnunets_own_predictor_gives(tmp_path):
     """On a phantom CBCT stored as nnU-Net's training images are (.mha, LPS), our predictor's class
     probabilities, summed into our classes, match nnUNetPredictor's (no mirroring either side):

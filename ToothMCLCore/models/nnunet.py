@@ -275,18 +275,37 @@ def load_network(folder: ResultsFolder, fold: str | int | None = None):
 
 
 def label_values(dataset: dict, source: str = "dataset.json") -> dict[int, int]:
-    """Class index -> ToothMCL label value of a ToothFairy2-style ``dataset.json``.
+    """Class index -> ToothMCL label value of a model's ``dataset.json``.
 
-    Teeth become their FDI numbers (from their names, as :func:`~ToothMCLCore.io.public_datasets.
-    toothfairy2.label_table` reads them); the jaws, canals, sinuses, the pharynx, bridges, crowns
-    and implants keep label values of their own (:mod:`ToothMCLCore.structures`), never tooth numbers.
+    Two tables are read:
+
+    - a dataset ToothMCL exported (``toothmcl export-dataset --format nnunet`` or
+      ``convert-dataset``), which nnU-Net then trained on: its ``toothmcl_label_values`` lists
+      the label value of each class index (0, FDI numbers, 99 metal), and nnU-Net copies the
+      file into the results folder as it is. So a model retrained on corrected cases runs here;
+    - otherwise ToothFairy2's names: teeth become their FDI numbers (as
+      :func:`~ToothMCLCore.io.public_datasets.toothfairy2.label_table` reads them); the jaws,
+      canals, sinuses, the pharynx, bridges, crowns and implants keep label values of their own
+      (:mod:`ToothMCLCore.structures`), never tooth numbers.
 
     Raises:
-        WeightsError: a label this table does not know (the model's labels are not ToothFairy2's).
+        WeightsError: a label neither table knows, or a ``toothmcl_label_values`` that does not fit
+            the ``labels`` (another length, values that are not 0, FDI numbers or 99).
     """
+    from .. import fdi
     from ..io.public_datasets.toothfairy2 import label_table
 
+    ours = dataset.get("toothmcl_label_values")
+    if ours is not None:
+        labels = dataset.get("labels", {})
+        ids = sorted(v for v in labels.values() if isinstance(v, int))
+        if not isinstance(ours, list) or ids != list(range(len(ours))) or not all(
+                isinstance(v, int) and (v in (0, fdi.METAL_LABEL) or fdi.is_valid_fdi(v)) for v in ours):
+            raise WeightsError(f"{source}: toothmcl_label_values {str(ours)[:80]} does not fit its labels (one value "
+                               "per class id 0..C-1: 0, FDI numbers or 99); use the dataset.json ToothMCL exported")
+        return dict(enumerate(ours))
     try:
         return label_table(dataset["labels"], "metal", source, keep_structures=True)
     except InvalidInputError as exc:
-        raise WeightsError(f"{exc}; ToothMCL runs nnU-Net tooth models whose labels are ToothFairy2's") from None
+        raise WeightsError(f"{exc}; ToothMCL runs nnU-Net tooth models whose labels are ToothFairy2's, or trained "
+                           "on a dataset ToothMCL exported") from None

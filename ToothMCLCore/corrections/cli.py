@@ -29,7 +29,16 @@ def _label(value: int) -> str:
 
 
 def _operation(op: dict) -> str:
-    """``swap 44 -> 45 (voxels=54)`` for an entry with op/from/to, else ``key=value ...``."""
+    """``swap 44 -> 45 (voxels=54)`` for an entry with op/from/to; a click tool's
+    (:mod:`ToothMCLCore.interactive`) as ``add 36 (1 click: tooth at (x, y, z) mm, 145 vertices,
+    <time>)``; else ``key=value ...``."""
+    if op.get("op") == "interactive" and isinstance(op.get("clicks"), list):
+        clicks = op["clicks"]
+        where = "; ".join(f"{c.get('kind')} at ({', '.join(f'{x:.1f}' for x in c.get('ras', []))})" for c in clicks)
+        numbers = " ".join(str(v) for v in op.get("labels", [op.get("label")]))
+        unit = "vertices" if "vertices" in op else "voxels"
+        return (f"{op.get('tool')} {numbers} ({len(clicks)} click{'s' if len(clicks) != 1 else ''}: {where} mm, "
+                f"{op.get(unit, 0)} {unit} changed, {op.get('time_utc', '')})")
     rest = " ".join(f"{k}={v}" for k, v in op.items() if k not in ("op", "from", "to"))
     if {"op", "from", "to"} <= set(op):
         return f"{op['op']} {op['from']} -> {op['to']}" + (f" ({rest})" if rest else "")

@@ -154,8 +154,9 @@ class IOSPredictor:
             instances = arch_instances(labels)
         else:
             labels, instances = number_vertices(mesh, probs, pts, jaw)
+        tooth_probability = (1.0 - probs[:, 0]).astype(np.float32)
         if mapping is not None:
-            labels, instances = labels[mapping], instances[mapping]
+            labels, instances, tooth_probability = labels[mapping], instances[mapping], tooth_probability[mapping]
         file_labels = scan.to_file_order(labels).astype(np.int32)
         file_instances = scan.to_file_order(instances).astype(np.int32)
         teeth = summarize_mesh(scan.mesh, labels)
@@ -168,7 +169,8 @@ class IOSPredictor:
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        return IOSResult(file_labels, file_instances, jaw, teeth, provenance)
+        return IOSResult(file_labels, file_instances, jaw, teeth, provenance,
+                         scan.to_file_order(tooth_probability, fill=0.0).astype(np.float32))
 
     def _forward(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """(n, 17) class probabilities of ``points`` (n, 3) mm with their ``normals``, canonical frame."""

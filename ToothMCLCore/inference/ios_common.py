@@ -35,6 +35,9 @@ class IOSResult:
         jaw: "upper" or "lower".
         teeth: one :class:`IOSToothSummary` per tooth.
         provenance: model, version, SHA-256, date, jaw rule, decimation.
+        tooth_probability: (N_file,) float32 probability that each vertex is a tooth (1 minus the
+            gingiva class), what the click tools (:mod:`ToothMCLCore.interactive.ios_tools`) use;
+            None when the predictor does not give one.
     """
 
     labels: np.ndarray
@@ -42,6 +45,7 @@ class IOSResult:
     jaw: str
     teeth: list[IOSToothSummary]
     provenance: dict = field(default_factory=dict)
+    tooth_probability: np.ndarray | None = None
 
 
 def prepare_scan_and_jaw(scan: MeshReadResult | SurfaceMesh, jaw: str | None) -> tuple[MeshReadResult, str]:

@@ -1,0 +1,468 @@
+"""Click tools on an intraoral scan's per-vertex labels: add a missed tooth, split two merged
+teeth, move a boundary, paint with a brush. Plain NumPy/SciPy; the Slicer module calls these.
+
+Every tool returns a new label array (the input is never changed) and an :class:`Interaction`,
+the record that goes into the saved correction (kind, clicks in RAS, labels, time).
+
+**How a region is decided.** The boundary between a tooth and the gingiva, or between two
+teeth, is a concave crease on the scan. The tools partition a region of the mesh between seeds
+(the clicks, and the vertices that bound the region with their current labels) by shortest
+paths over the vertex graph, each vertex taking the label of the seed it is nearest to
+(scipy's multi-source Dijkstra, ``min_only``): a geodesic watershed. An edge costs its length
+times ``1 + CREASE_WEIGHT * concavity``, where concavity is how much the normals turn inwards
+along it (``max(0, -(n_v - n_u) . e / |e|)``, 0 on flat or convex surface, up to 2 in a sharp
+valley), so fronts run freely over a crown and meet at the creases. Chosen over a libigl /
+potpourri3d geodesic (heat method): the watershed needs edge costs that are not distances,
+which those libraries do not take, and SciPy is already a dependency.
+
+**Numbers.** A new tooth (added or split off) takes the free FDI number its place along the arch
+calls for: the teeth that keep their numbers are ordered along the arch in the jaw's canonical
+frame (:func:`~ToothMCLCore.postprocessing.assignment.arch_coordinate`), and the new regions get
+the free numbers that fit between their neighbours, nearest to where the spacing of the arch
+puts them. The annotator can renumber afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import fdi
+from ..errors import InvalidInputError
+from ..types import SurfaceMesh
+
+#: cost factor of crossing a concave crease (see the module docstring)
+CREASE_WEIGHT = 12.0
+#: cost factor of crossing a change of the model's tooth probability (when there is one)
+PROBABILITY_WEIGHT = 20.0
+#: how sharply the random walk avoids strong edges (strengths are about 0..10)
+WALK_BETA = 0.5
+#: an added tooth is looked for within this geodesic distance of the click (larger than a molar)
+ADD_RADIUS_MM = 9.0
+#: a boundary fix changes vertices within this geodesic distance of its clicks
+REFINE_RADIUS_MM = 4.0
+#: a click where the model's tooth probability is below this is on gingiva for the add tool
+GINGIVA_BELOW = 0.2
+#: a boundary fix also reconsiders the tooth's border this far on both sides
+BORDER_MM = 2.0
+#: a click farther than this from the scan's surface is refused
+MAX_CLICK_DISTANCE_MM = 3.0
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click: ``kind`` "tooth" / "positive" / "negative" / "brush", position in RAS mm."""
+
+    kind: str
+    ras: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """What one tool did, for the saved correction's ``operations`` (:meth:`to_operation`).
+
+    Attributes:
+        tool: "add", "split", "refine" or "brush".
+        clicks: the clicks, in order.
+        label: the FDI number the tool gave (split: the first half's), 0 for gingiva.
+        labels: every number the tool gave (split: both halves).
+        vertices: how many vertices changed.
+        time_utc: ISO 8601 UTC time.
+        params: tool settings (radius, ...).
+    """
+
+    tool: str
+    clicks: tuple[Click, ...]
+    label: int
+    labels: tuple[int, ...]
+    vertices: int
+    time_utc: str
+    params: dict = field(default_factory=dict)
+
+    def to_operation(self) -> dict:
+        """The JSON dict stored with the correction (``{"op": "interactive", "tool": ...}``)."""
+        return {"op": "interactive", "tool": self.tool, "label": int(self.label),
+                "labels": [int(v) for v in self.labels], "vertices": int(self.vertices),
+                "clicks": [{"kind": c.kind, "ras": [round(float(x), 3) for x in c.ras]} for c in self.clicks],
+                "time_utc": self.time_utc, **{k: v for k, v in self.params.items()}}
+
+
+class ScanGraph:
+    """The vertex graph of one scan with crease-aware edge costs (module docstring).
+
+    Args:
+        mesh: the scan (vertices in RAS mm, triangles).
+        normals: (N, 3) unit vertex normals (e.g. ``MeshReadResult.normals``); None = from the faces.
+        jaw: "upper" or "lower" (for the numbering); None = ``mesh.jaw``.
+    """
+
+    def __init__(self, mesh: SurfaceMesh, normals: np.ndarray | None = None, jaw: str | None = None,
+                 tooth_probability: np.ndarray | None = None):
+        from scipy import sparse
+        from scipy.spatial import cKDTree
+
+        from ..io.mesh_clean import vertex_normals
+
+        if mesh.faces is None or len(mesh.faces) == 0:
+            raise InvalidInputError("the click tools need a triangle mesh; this scan has no faces")
+        self.mesh = mesh
+        self.jaw = jaw or mesh.jaw
+        if self.jaw not in fdi.JAWS:
+            raise InvalidInputError(f"say which jaw this scan is (got {self.jaw!r}); 'upper' or 'lower'")
+        v = np.asarray(mesh.vertices_ras, np.float64)
+        n = vertex_normals(mesh) if normals is None else np.asarray(normals, np.float64)
+        f = np.asarray(mesh.faces, np.int64)
+        edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        edges = np.unique(np.sort(edges, axis=1), axis=0)
+        u, w = edges[:, 0], edges[:, 1]
+        vec = v[w] - v[u]
+        length = np.linalg.norm(vec, axis=1)
+        unit = vec / np.maximum(length, 1e-12)[:, None]
+        concavity = np.maximum(0.0, -np.einsum("ij,ij->i", n[w] - n[u], unit))
+        #: boundary strength of each edge from the shape alone (between two teeth)
+        self.crease = CREASE_WEIGHT * concavity + 1e-3 * length  # length: ties go to the shorter edge
+        size = len(v)
+        self.tooth_probability = None
+        #: boundary strength with the model's tooth probability (between a tooth and the gingiva)
+        self.strength = self.crease
+        if tooth_probability is not None:
+            prob = np.asarray(tooth_probability, np.float64).reshape(-1)
+            if prob.shape != (size,) or not np.all(np.isfinite(prob)):
+                raise InvalidInputError(f"tooth_probability must hold one finite value per vertex ({size})")
+            self.tooth_probability = prob
+            self.strength = self.crease + PROBABILITY_WEIGHT * np.abs(prob[u] - prob[w])
+        self.edges = edges
+        self.lengths = sparse.coo_matrix((np.r_[length, length], (np.r_[u, w], np.r_[w, u])), shape=(size, size)).tocsr()
+        self.vertices = v
+        self._tree = cKDTree(v)
+        self._canonical = None
+
+    # -- helpers --------------------------------------------------------------------------
+    def vertex_at(self, ras) -> int:
+        """The vertex nearest to a click.
+
+        Raises:
+            InvalidInputError: the click is not on the scan (farther than
+                :data:`MAX_CLICK_DISTANCE_MM` from every vertex).
+        """
+        p = np.asarray(ras, np.float64).reshape(-1)
+        if p.shape != (3,) or not np.all(np.isfinite(p)):
+            raise InvalidInputError(f"a click is a 3-D RAS point (got {ras!r})")
+        dist, index = self._tree.query(p)
+        if dist > MAX_CLICK_DISTANCE_MM:
+            raise InvalidInputError(f"the click at {np.round(p, 1).tolist()} is {dist:.1f} mm from the scan; click on "
+                                    "the scan's surface")
+        return int(index)
+
+    def geodesic(self, sources, limit: float) -> np.ndarray:
+        """(N,) geodesic distance (mm along edges) to the nearest of ``sources``, inf beyond ``limit``."""
+        from scipy.sparse.csgraph import dijkstra
+
+        return dijkstra(self.lengths, directed=False, indices=np.atleast_1d(sources), limit=limit, min_only=True)
+
+    def partition(self, region: np.ndarray, seeds: np.ndarray, seed_labels: np.ndarray,
+                  shape_only: bool = False) -> np.ndarray:
+        """Labels of the ``region`` vertices (bool (N,)) by a random walker (Grady 2006): each
+        vertex takes the label whose seeds a random walk from it most probably reaches first,
+        stepping across an edge with weight ``exp(-beta * strength)`` (module docstring), so walks
+        rarely cross creases and changes of tooth probability. (N,) int array, -1 outside the
+        region and where no seed is connected. Robust to single-click seeds, where a plain
+        watershed cut lets one fissure next to a click decide. ``shape_only``: creases only, for
+        a boundary between two teeth, where the tooth probability is high on both sides (on four
+        real scans, 2-click splits scored Dice 0.998 so, 0.986 with the probability term)."""
+        from scipy import sparse
+        from scipy.sparse.csgraph import connected_components
+        from scipy.sparse.linalg import spsolve
+
+        size = len(self.vertices)
+        out = np.full(size, -1, np.int64)
+        seeds = np.asarray(seeds, np.int64)
+        seed_labels = np.asarray(seed_labels, np.int64)
+        keep = region[seeds]
+        seeds, seed_labels = seeds[keep], seed_labels[keep]
+        if len(seeds) == 0:
+            return out
+        index = np.flatnonzero(region)
+        local = np.full(size, -1, np.int64)
+        local[index] = np.arange(len(index))
+        u, w = self.edges[:, 0], self.edges[:, 1]
+        inside = region[u] & region[w]
+        lu, lw = local[u[inside]], local[w[inside]]
+        weight = np.exp(-WALK_BETA * (self.crease if shape_only else self.strength)[inside])
+        n = len(index)
+        adjacency = sparse.coo_matrix((np.r_[weight, weight], (np.r_[lu, lw], np.r_[lw, lu])), shape=(n, n)).tocsr()
+        laplacian = sparse.diags(np.asarray(adjacency.sum(axis=1)).ravel()) - adjacency
+        is_seed = np.zeros(n, bool)
+        is_seed[local[seeds]] = True
+        values = np.unique(seed_labels)
+        marks = np.zeros((n, len(values)))
+        marks[local[seeds], np.searchsorted(values, seed_labels)] = 1.0
+        free = np.flatnonzero(~is_seed)
+        # vertices cut off from every seed have no walk: leave them unlabelled
+        _, component = connected_components(adjacency, directed=False)
+        seeded = np.isin(component, component[is_seed])
+        free = free[seeded[free]]
+        result = np.full(n, -1, np.int64)
+        result[is_seed] = values[np.argmax(marks[is_seed], axis=1)]
+        if len(free):
+            l_ff = laplacian[free][:, free].tocsc()
+            rhs = -(laplacian[free][:, np.flatnonzero(is_seed)] @ marks[is_seed])
+            # a small diagonal term keeps the system solvable when a free part touches no seed
+            probs = spsolve(l_ff + sparse.identity(len(free)) * 1e-10, rhs)
+            probs = np.asarray(probs).reshape(len(free), len(values))
+            result[free] = values[np.argmax(probs, axis=1)]
+        out[index] = result
+        return out
+
+    def component(self, mask: np.ndarray, vertex: int) -> np.ndarray:
+        """(N,) bool: the vertices of ``mask`` connected to ``vertex`` within ``mask``."""
+        from scipy.sparse.csgraph import breadth_first_order
+
+        out = np.zeros(len(self.vertices), bool)
+        if not mask[vertex]:
+            return out
+        index = np.flatnonzero(mask)
+        sub = self.lengths[index][:, index]
+        start = int(np.searchsorted(index, vertex))
+        out[index[breadth_first_order(sub, start, directed=False, return_predecessors=False)]] = True
+        return out
+
+    def canonical_points(self) -> np.ndarray:
+        """(N, 3) vertices in the jaw's canonical frame (x = patient's right, y = anterior)."""
+        if self._canonical is None:
+            from ..io.jaw_geometry import occlusal_direction
+            from ..preprocessing.ios import canonical_frame
+
+            frame = canonical_frame(self.vertices, occlusal_direction(self.mesh), self.jaw)
+            self._canonical = frame.apply(self.vertices)
+        return self._canonical
+
+
+# ------------------------------------------------------------------------------------------------
+# the tools
+# ------------------------------------------------------------------------------------------------
+
+def add_tooth(graph: ScanGraph, labels, click_ras, number: int | None = None,
+              radius_mm: float = ADD_RADIUS_MM) -> tuple[np.ndarray, Interaction]:
+    """A missed tooth at a click: the part of the scan that the model sees as tooth (tooth
+    probability at least 0.5, or 0.9 times the click's where it is lower) connected to the click
+    among vertices labelled gingiva, within
+    ``radius_mm``. As the CBCT tool keeps the network's tooth component under the click; a
+    boundary off afterwards is one :func:`refine_tooth` click. On four real scans (56 teeth
+    erased one at a time, ``Testing/Core/test_ios_tools.py``) one click gave mean Dice 0.88, and
+    with up to two refine clicks 95 % of the teeth were back at Dice >= 0.9.
+
+    Args:
+        labels: (N,) FDI per vertex, 0 = gingiva.
+        click_ras: a point on the tooth's crown.
+        number: its FDI number; None = by arch order among its neighbours.
+
+    Raises:
+        InvalidInputError: no model answer (``tooth_probability``) for this scan; the click is off
+            the scan, on a tooth already or where the model sees gingiva; ``number`` not a tooth of
+            this jaw or already used.
+    """
+    lab = _labels(graph, labels)
+    seed = graph.vertex_at(click_ras)
+    if lab[seed] != 0:
+        raise InvalidInputError(f"the click is on tooth {lab[seed]}, not on gingiva: to add a missed tooth, click "
+                                "where the tooth is not segmented")
+    p = graph.tooth_probability
+    if p is None:
+        raise InvalidInputError("adding a missed tooth needs the model's answer for this scan: segment it first "
+                                "(the tool keeps the tooth the network sees under the click)")
+    near = graph.geodesic(seed, radius_mm)
+    region = (lab == 0) & np.isfinite(near)
+    if p[seed] < GINGIVA_BELOW:
+        raise InvalidInputError(f"the model sees gingiva where you clicked (tooth probability {p[seed]:.2f}); click "
+                                "on the tooth's crown, or paint the tooth with the brush")
+    # the model's tooth region under the click, among the vertices no tooth holds yet; where the
+    # model hesitates (below 0.5 under the click) the region is what is as likely as the click
+    won = graph.component(region & (p >= min(0.5, 0.9 * p[seed])), seed)
+    if number is None:
+        number = _numbers_for(graph, lab, [won])[0]
+    _check_number(graph, lab, number)
+    out = lab.copy()
+    out[won] = number
+    return out, _record("add", [Click("tooth", tuple(map(float, click_ras)))], number, (number,), int(won.sum()),
+                        {"radius_mm": radius_mm})
+
+
+def split_tooth(graph: ScanGraph, labels, first_ras, second_ras) -> tuple[np.ndarray, Interaction]:
+    """Two teeth labelled as one: one click on each; the tooth's vertices are divided between the
+    clicks at the crease between them, and both halves are numbered by arch order.
+
+    Raises:
+        InvalidInputError: a click off the scan, on gingiva, or the two clicks on different teeth.
+    """
+    lab = _labels(graph, labels)
+    a, b = graph.vertex_at(first_ras), graph.vertex_at(second_ras)
+    if lab[a] == 0 or lab[b] == 0:
+        raise InvalidInputError("both clicks of a split must be on the tooth to split, not on gingiva")
+    if lab[a] != lab[b]:
+        raise InvalidInputError(f"the clicks are on two different teeth ({lab[a]} and {lab[b]}); click twice on the "
+                                "one segment that holds two teeth")
+    if a == b:
+        raise InvalidInputError("the two clicks of a split hit the same vertex; click once on each tooth")
+    old = int(lab[a])
+    parts = graph.partition(lab == old, np.array([a, b]), np.array([1, 2]), shape_only=True)
+    halves = [parts == 1, parts == 2]
+    rest = lab.copy()
+    rest[lab == old] = 0
+    numbers = _numbers_for(graph, rest, halves)
+    out = lab.copy()
+    for half, number in zip(halves, numbers):
+        out[half] = number
+    clicks = [Click("tooth", tuple(map(float, first_ras))), Click("tooth", tuple(map(float, second_ras)))]
+    return out, _record("split", clicks, numbers[0], tuple(numbers), int(np.count_nonzero(out != lab)),
+                        {"from": old})
+
+
+def refine_tooth(graph: ScanGraph, labels, tooth: int, positive=(), negative=(),
+                 radius_mm: float = REFINE_RADIUS_MM) -> tuple[np.ndarray, Interaction]:
+    """Move a tooth's boundary: positive clicks are where the tooth should reach, negative clicks
+    where it should not. Vertices within ``radius_mm`` of the clicks, and within
+    :data:`BORDER_MM` of the tooth's border all around it, are partitioned again between the tooth
+    (its vertices outside that band, the positive clicks) and its surroundings (their vertices
+    outside the band with their labels, the negative clicks as gingiva or the other tooth under
+    them).
+
+    Raises:
+        InvalidInputError: no click, a click off the scan, ``tooth`` not on the scan.
+    """
+    lab = _labels(graph, labels)
+    tooth = int(tooth)
+    if not np.any(lab == tooth):
+        raise InvalidInputError(f"tooth {tooth} is not on this scan; pick one of its teeth")
+    pos = [graph.vertex_at(p) for p in positive]
+    neg = [graph.vertex_at(p) for p in negative]
+    if not pos and not neg:
+        raise InvalidInputError("give at least one click: where the tooth should reach (positive) or not (negative)")
+    band = np.isfinite(graph.geodesic(pos + neg, radius_mm))
+    # and the tooth's whole border, so that one click can fix a boundary off all around the tooth
+    mine = lab == tooth
+    border = _ring(graph, mine) | _ring(graph, ~mine)
+    band |= np.isfinite(graph.geodesic(np.flatnonzero(border), BORDER_MM))
+    grow = band | _ring(graph, band)  # the band and its boundary: the seeds that keep their labels
+    fixed = grow & ~band
+    seeds = np.r_[np.flatnonzero(fixed), pos, neg].astype(np.int64)
+    neg_values = [lab[v] if lab[v] != tooth else 0 for v in neg]
+    values = np.r_[lab[fixed], [tooth] * len(pos), neg_values].astype(np.int64)
+    parts = graph.partition(grow, seeds, values)
+    out = lab.copy()
+    # only this tooth's boundary moves: a vertex changes when it leaves the tooth, or joins it from
+    # the gingiva; another tooth's vertices join only near a positive click put on that tooth
+    may_join = lab == 0
+    for v in pos:
+        if lab[v] not in (0, tooth):
+            may_join |= (lab == lab[v]) & np.isfinite(graph.geodesic(v, radius_mm))
+    changed = band & (parts >= 0) & (((parts == tooth) & may_join) | ((lab == tooth) & (parts != tooth)))
+    out[changed] = parts[changed]
+    clicks = [Click("positive", tuple(map(float, p))) for p in positive] + \
+             [Click("negative", tuple(map(float, p))) for p in negative]
+    return out, _record("refine", clicks, tooth, (tooth,), int(np.count_nonzero(out != lab)), {"radius_mm": radius_mm})
+
+
+def brush(graph: ScanGraph, labels, centre_ras, value: int, radius_mm: float = 2.0) -> tuple[np.ndarray, Interaction]:
+    """Paint ``value`` (an FDI number of this jaw, or 0 for gingiva) on the surface within
+    ``radius_mm`` (geodesic: the brush does not jump to the neighbouring tooth through the air).
+
+    Raises:
+        InvalidInputError: the click off the scan, a value that is not 0 or a tooth of this jaw,
+            a radius that is not positive.
+    """
+    lab = _labels(graph, labels)
+    if not radius_mm > 0:
+        raise InvalidInputError(f"the brush radius must be positive (got {radius_mm} mm)")
+    value = int(value)
+    if value != 0 and (not fdi.is_valid_fdi(value) or fdi.jaw_of(value) != graph.jaw):
+        raise InvalidInputError(f"{value} is not a tooth of the {graph.jaw} jaw (or 0 for gingiva)")
+    centre = graph.vertex_at(centre_ras)
+    inside = np.isfinite(graph.geodesic(centre, radius_mm))
+    out = lab.copy()
+    out[inside] = value
+    return out, _record("brush", [Click("brush", tuple(map(float, centre_ras)))], value, (value,),
+                        int(np.count_nonzero(out != lab)), {"radius_mm": radius_mm})
+
+
+# ------------------------------------------------------------------------------------------------
+
+def _labels(graph: ScanGraph, labels) -> np.ndarray:
+    lab = np.asarray(labels)
+    if lab.shape != (len(graph.vertices),) or lab.dtype.kind not in "iu":
+        raise InvalidInputError(f"labels must be one integer FDI value per vertex ({len(graph.vertices)}); got "
+                                f"shape {lab.shape}, dtype {lab.dtype}")
+    return lab.astype(np.int64)
+
+
+def _ring(graph: ScanGraph, mask: np.ndarray) -> np.ndarray:
+    """Vertices outside ``mask`` with a neighbour inside it."""
+    touched = graph.lengths @ mask.astype(np.float64) > 0
+    return touched & ~mask
+
+
+def _check_number(graph: ScanGraph, labels: np.ndarray, number: int) -> None:
+    if not fdi.is_valid_fdi(number) or fdi.jaw_of(number) != graph.jaw:
+        raise InvalidInputError(f"{number} is not a tooth of the {graph.jaw} jaw")
+    if np.any(labels == number):
+        raise InvalidInputError(f"tooth {number} is already on this scan; renumber it first or choose another number")
+
+
+def _numbers_for(graph: ScanGraph, labels: np.ndarray, regions: list[np.ndarray]) -> list[int]:
+    """Free FDI numbers for new ``regions`` (bool masks) by their place along the arch (module docstring)."""
+    from itertools import permutations
+
+    from ..postprocessing.assignment import arch_coordinate
+
+    points = graph.canonical_points()
+    kept = [int(t) for t in np.unique(labels) if t and fdi.is_valid_fdi(int(t))]
+    if any(not r.any() for r in regions):
+        raise InvalidInputError("a click found no tooth surface around it; click on the middle of the tooth")
+    centres = np.array([points[labels == t].mean(axis=0) for t in kept] + [points[r].mean(axis=0) for r in regions])
+    along = arch_coordinate(centres)
+    known_along, new_along = along[: len(kept)], along[len(kept):]
+    known_index = np.array([fdi.tooth(t).arch_index for t in kept], np.float64)
+    free = [t for t in fdi.teeth_of_jaw(graph.jaw) if t not in kept]
+    if len(free) < len(regions):
+        raise InvalidInputError(f"no free tooth number left in the {graph.jaw} jaw for the new tooth; renumber first")
+    expected = _expected_index(known_along, known_index, new_along)
+    best, best_cost = None, (np.inf, np.inf, np.inf)
+    order_all = np.r_[known_along, new_along]
+    for combo in permutations(free, len(regions)):
+        idx = np.array([fdi.tooth(t).arch_index for t in combo], np.float64)
+        # arch order first (pairs of teeth out of order along the arch), then no skipped position,
+        # then the distance from where the arch's spacing puts each new tooth
+        ranked = np.r_[known_index, idx][np.argsort(order_all, kind="stable")]
+        inversions = int(np.sum(np.triu(ranked[:, None] > ranked[None, :], 1)))
+        scale = np.sort(_continuous(np.r_[known_index, idx]))
+        gaps = float(np.sum(np.diff(scale) - 1.0))  # positions skipped: a new tooth next to its neighbour wins
+        cost = (inversions, gaps, float(np.abs(_continuous(idx) - _continuous(expected)).sum()))
+        if cost < best_cost:
+            best, best_cost = list(combo), cost
+    return best
+
+
+def _continuous(index: np.ndarray) -> np.ndarray:
+    """Arch indices -8..-1, 1..8 as a gap-free scale (-7.5..-0.5, 0.5..7.5)."""
+    return np.where(index < 0, index + 0.5, index - 0.5)
+
+
+def _expected_index(known_along: np.ndarray, known_index: np.ndarray, new_along: np.ndarray) -> np.ndarray:
+    """Arch index the position of each new region calls for, interpolated between the kept teeth."""
+    if len(known_along) < 2:
+        return np.zeros(len(new_along))
+    order = np.argsort(known_along)
+    scale = _continuous(known_index[order])
+    fitted = np.interp(new_along, known_along[order], scale,
+                       left=np.nan, right=np.nan)
+    slope = np.polyfit(known_along[order], scale, 1)
+    line = np.polyval(slope, new_along)
+    cont = np.where(np.isnan(fitted), line, fitted)
+    return np.where(cont < 0, cont - 0.5, cont + 0.5)
+
+
+def _record(tool: str, clicks, label: int, labels: tuple, vertices: int, params: dict) -> Interaction:
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return Interaction(tool, tuple(clicks), int(label), tuple(int(v) for v in labels), int(vertices), now, params)

@@ -4,16 +4,21 @@ teeth, move a boundary, paint with a brush. Plain NumPy/SciPy; the Slicer module
 Every tool returns a new label array (the input is never changed) and an :class:`Interaction`,
 the record that goes into the saved correction (kind, clicks in RAS, labels, time).
 
-**How a region is decided.** The boundary between a tooth and the gingiva, or between two
-teeth, is a concave crease on the scan. The tools partition a region of the mesh between seeds
-(the clicks, and the vertices that bound the region with their current labels) by shortest
-paths over the vertex graph, each vertex taking the label of the seed it is nearest to
-(scipy's multi-source Dijkstra, ``min_only``): a geodesic watershed. An edge costs its length
-times ``1 + CREASE_WEIGHT * concavity``, where concavity is how much the normals turn inwards
-along it (``max(0, -(n_v - n_u) . e / |e|)``, 0 on flat or convex surface, up to 2 in a sharp
-valley), so fronts run freely over a crown and meet at the creases. Chosen over a libigl /
-potpourri3d geodesic (heat method): the watershed needs edge costs that are not distances,
-which those libraries do not take, and SciPy is already a dependency.
+**How a region is decided.** Boundaries between a tooth and the gingiva, or between two teeth,
+are concave creases on the scan, and where the model has segmented the scan, changes of its tooth
+probability. Each edge of the vertex graph gets a boundary strength: ``CREASE_WEIGHT`` times its
+concavity (how much the normals turn inwards along it, ``max(0, -(n_v - n_u) . e / |e|)``: 0 on
+flat or convex surface, up to 2 in a sharp valley) plus ``PROBABILITY_WEIGHT`` times the change of
+tooth probability along it. A region is divided between seeds (the clicks, and the vertices that
+bound the region with their current labels) by a random walker (Grady 2006): each vertex takes
+the label whose seeds a walk from it most probably reaches first, crossing an edge with weight
+``exp(-WALK_BETA * strength)``. Measured on real scans before choosing it: a geodesic Voronoi
+with crease-weighted costs and a watershed cut (minimum spanning forest) both let a single click
+lose to many boundary seeds or to one fissure beside it (mean Dice 0.45-0.62 for an added tooth,
+0.56-0.83 for a split). The walker needs a weighted graph Laplacian and a sparse solve, which SciPy
+has; scikit-image's ``random_walker`` works on image grids only, and libigl / potpourri3d /
+robust-laplacian give cotangent Laplacians and geodesics without our edge weights. An added tooth
+is the model's own tooth region under the click (:func:`add_tooth`).
 
 **Numbers.** A new tooth (added or split off) takes the free FDI number its place along the arch
 calls for: the teeth that keep their numbers are ordered along the arch in the jaw's canonical

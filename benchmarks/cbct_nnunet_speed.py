@@ -216,6 +216,9 @@ def main(argv=None) -> int:
         speedup = results["theirs"]["seconds"] / results["ours"]["seconds"]
         print(f"speed-up {speedup:.2f}x (goal 2x); peak memory "
               f"{results['ours']['peak_mib'] / results['theirs']['peak_mib']:.2f}x nnU-Net's")
+        if not args.train_steps:
+            print("untrained network (--train-steps 0): labels change from voxel to voxel, so the agreement below "
+                  "says nothing; train it to judge agreement")
         raw, final = dice_agreement(ours["raw"], theirs), dice_agreement(ours["final"], theirs)
         print(f"agreement, network labels before our clean-up: mean Dice {raw[0]:.4f} (size-weighted {raw[1]:.4f}) "
               f"over labels of >= 1000 voxels, voxels equal {np.mean(ours['raw'] == theirs):.4f} (goal Dice 0.99)")

@@ -154,7 +154,7 @@ def test_the_brush_paints_within_its_radius_along_the_surface(scans):
     painted, record = tools.brush(graph, truth, click, 0, radius_mm=2.0)
     within = np.isfinite(graph.geodesic(graph.vertex_at(click), 2.0))
     assert np.all(painted[within] == 0) and np.array_equal(painted[~within], truth[~within])
-    assert record.vertices == np.count_nonzero(truth[within] != 0) > 0
+    assert record.changed == np.count_nonzero(truth[within] != 0) > 0 and record.unit == "vertices"
     other = 36 if graph.jaw == "upper" else 16
     with pytest.raises(InvalidInputError, match=f"{other} is not a tooth of the {graph.jaw} jaw"):
         tools.brush(graph, truth, click, other)

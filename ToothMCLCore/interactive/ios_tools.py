@@ -29,14 +29,12 @@ puts them. The annotator can renumber afterwards.
 
 from __future__ import annotations
 
-import datetime as _dt
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .. import fdi
 from ..errors import InvalidInputError
 from ..types import SurfaceMesh
+from .common import Click, Interaction, numbers_by_arch, record
 
 #: cost factor of crossing a concave crease (see the module docstring)
 CREASE_WEIGHT = 12.0
@@ -54,44 +52,6 @@ GINGIVA_BELOW = 0.2
 BORDER_MM = 2.0
 #: a click farther than this from the scan's surface is refused
 MAX_CLICK_DISTANCE_MM = 3.0
-
-
-@dataclass(frozen=True)
-class Click:
-    """One click: ``kind`` "tooth" / "positive" / "negative" / "brush", position in RAS mm."""
-
-    kind: str
-    ras: tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class Interaction:
-    """What one tool did, for the saved correction's ``operations`` (:meth:`to_operation`).
-
-    Attributes:
-        tool: "add", "split", "refine" or "brush".
-        clicks: the clicks, in order.
-        label: the FDI number the tool gave (split: the first half's), 0 for gingiva.
-        labels: every number the tool gave (split: both halves).
-        vertices: how many vertices changed.
-        time_utc: ISO 8601 UTC time.
-        params: tool settings (radius, ...).
-    """
-
-    tool: str
-    clicks: tuple[Click, ...]
-    label: int
-    labels: tuple[int, ...]
-    vertices: int
-    time_utc: str
-    params: dict = field(default_factory=dict)
-
-    def to_operation(self) -> dict:
-        """The JSON dict stored with the correction (``{"op": "interactive", "tool": ...}``)."""
-        return {"op": "interactive", "tool": self.tool, "label": int(self.label),
-                "labels": [int(v) for v in self.labels], "vertices": int(self.vertices),
-                "clicks": [{"kind": c.kind, "ras": [round(float(x), 3) for x in c.ras]} for c in self.clicks],
-                "time_utc": self.time_utc, **{k: v for k, v in self.params.items()}}
 
 
 class ScanGraph:
@@ -291,7 +251,7 @@ def add_tooth(graph: ScanGraph, labels, click_ras, number: int | None = None,
     _check_number(graph, lab, number)
     out = lab.copy()
     out[won] = number
-    return out, _record("add", [Click("tooth", tuple(map(float, click_ras)))], number, (number,), int(won.sum()),
+    return out, record("add", [Click("tooth", tuple(map(float, click_ras)))], number, (number,), int(won.sum()),
                         {"radius_mm": radius_mm})
 
 
@@ -321,7 +281,7 @@ def split_tooth(graph: ScanGraph, labels, first_ras, second_ras) -> tuple[np.nda
     for half, number in zip(halves, numbers):
         out[half] = number
     clicks = [Click("tooth", tuple(map(float, first_ras))), Click("tooth", tuple(map(float, second_ras)))]
-    return out, _record("split", clicks, numbers[0], tuple(numbers), int(np.count_nonzero(out != lab)),
+    return out, record("split", clicks, numbers[0], tuple(numbers), int(np.count_nonzero(out != lab)),
                         {"from": old})
 
 
@@ -367,7 +327,7 @@ def refine_tooth(graph: ScanGraph, labels, tooth: int, positive=(), negative=(),
     out[changed] = parts[changed]
     clicks = [Click("positive", tuple(map(float, p))) for p in positive] + \
              [Click("negative", tuple(map(float, p))) for p in negative]
-    return out, _record("refine", clicks, tooth, (tooth,), int(np.count_nonzero(out != lab)), {"radius_mm": radius_mm})
+    return out, record("refine", clicks, tooth, (tooth,), int(np.count_nonzero(out != lab)), {"radius_mm": radius_mm})
 
 
 def brush(graph: ScanGraph, labels, centre_ras, value: int, radius_mm: float = 2.0) -> tuple[np.ndarray, Interaction]:
@@ -388,7 +348,7 @@ def brush(graph: ScanGraph, labels, centre_ras, value: int, radius_mm: float = 2
     inside = np.isfinite(graph.geodesic(centre, radius_mm))
     out = lab.copy()
     out[inside] = value
-    return out, _record("brush", [Click("brush", tuple(map(float, centre_ras)))], value, (value,),
+    return out, record("brush", [Click("brush", tuple(map(float, centre_ras)))], value, (value,),
                         int(np.count_nonzero(out != lab)), {"radius_mm": radius_mm})
 
 
@@ -416,58 +376,11 @@ def _check_number(graph: ScanGraph, labels: np.ndarray, number: int) -> None:
 
 
 def _numbers_for(graph: ScanGraph, labels: np.ndarray, regions: list[np.ndarray]) -> list[int]:
-    """Free FDI numbers for new ``regions`` (bool masks) by their place along the arch (module docstring)."""
-    from itertools import permutations
-
-    from ..postprocessing.assignment import arch_coordinate
-
-    points = graph.canonical_points()
-    kept = [int(t) for t in np.unique(labels) if t and fdi.is_valid_fdi(int(t))]
+    """Free FDI numbers for new ``regions`` (bool masks) by their place along the arch, the
+    centres taken in the jaw's canonical frame (:func:`~.common.numbers_by_arch`)."""
     if any(not r.any() for r in regions):
         raise InvalidInputError("a click found no tooth surface around it; click on the middle of the tooth")
-    centres = np.array([points[labels == t].mean(axis=0) for t in kept] + [points[r].mean(axis=0) for r in regions])
-    along = arch_coordinate(centres)
-    known_along, new_along = along[: len(kept)], along[len(kept):]
-    known_index = np.array([fdi.tooth(t).arch_index for t in kept], np.float64)
-    free = [t for t in fdi.teeth_of_jaw(graph.jaw) if t not in kept]
-    if len(free) < len(regions):
-        raise InvalidInputError(f"no free tooth number left in the {graph.jaw} jaw for the new tooth; renumber first")
-    expected = _expected_index(known_along, known_index, new_along)
-    best, best_cost = None, (np.inf, np.inf, np.inf)
-    order_all = np.r_[known_along, new_along]
-    for combo in permutations(free, len(regions)):
-        idx = np.array([fdi.tooth(t).arch_index for t in combo], np.float64)
-        # arch order first (pairs of teeth out of order along the arch), then no skipped position,
-        # then the distance from where the arch's spacing puts each new tooth
-        ranked = np.r_[known_index, idx][np.argsort(order_all, kind="stable")]
-        inversions = int(np.sum(np.triu(ranked[:, None] > ranked[None, :], 1)))
-        scale = np.sort(_continuous(np.r_[known_index, idx]))
-        gaps = float(np.sum(np.diff(scale) - 1.0))  # positions skipped: a new tooth next to its neighbour wins
-        cost = (inversions, gaps, float(np.abs(_continuous(idx) - _continuous(expected)).sum()))
-        if cost < best_cost:
-            best, best_cost = list(combo), cost
-    return best
-
-
-def _continuous(index: np.ndarray) -> np.ndarray:
-    """Arch indices -8..-1, 1..8 as a gap-free scale (-7.5..-0.5, 0.5..7.5)."""
-    return np.where(index < 0, index + 0.5, index - 0.5)
-
-
-def _expected_index(known_along: np.ndarray, known_index: np.ndarray, new_along: np.ndarray) -> np.ndarray:
-    """Arch index the position of each new region calls for, interpolated between the kept teeth."""
-    if len(known_along) < 2:
-        return np.zeros(len(new_along))
-    order = np.argsort(known_along)
-    scale = _continuous(known_index[order])
-    fitted = np.interp(new_along, known_along[order], scale,
-                       left=np.nan, right=np.nan)
-    slope = np.polyfit(known_along[order], scale, 1)
-    line = np.polyval(slope, new_along)
-    cont = np.where(np.isnan(fitted), line, fitted)
-    return np.where(cont < 0, cont - 0.5, cont + 0.5)
-
-
-def _record(tool: str, clicks, label: int, labels: tuple, vertices: int, params: dict) -> Interaction:
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return Interaction(tool, tuple(clicks), int(label), tuple(int(v) for v in labels), int(vertices), now, params)
+    points = graph.canonical_points()
+    kept = [int(t) for t in np.unique(labels) if t and fdi.is_valid_fdi(int(t))]
+    return numbers_by_arch(graph.jaw, kept, [points[labels == t].mean(axis=0) for t in kept],
+                           [points[r].mean(axis=0) for r in regions])

@@ -8,6 +8,8 @@ Operations (``tooth`` and ``target`` are FDI numbers; 99 is metal):
 ``delete``    ``tooth`` disappears
 ``renumber``  every tooth of ``quadrant`` moves ``step`` (+1 or -1) positions along the quadrant
 ``relabel``   (scans) the selected vertices get label ``target`` (an FDI number, or 0 = gingiva)
+click tools   (scans) add, split, refine, brush from markups clicks (:meth:`CorrectionCapture.applyClickTool`);
+              their entry is ``{"op": "interactive", "tool", "clicks", ...}``
 
 The subject is a segmentation node (CBCT) or a labelled scan (a model node with the per-vertex
 ``FDI`` array). Each operation is computed on the current labels (so edits made in the Segment
@@ -217,6 +219,32 @@ class CorrectionCapture:
         if not entries:
             raise InvalidInputError(f"the selected vertices already have label {target}; nothing to change")
         return self._record(scanNode, labels, corrected, entries)
+
+    def applyClickTool(self, scanNode, tool: str, markupsNode, tooth=None, value=None, negativeNode=None,
+                       radiusMm: float | None = None) -> list[dict]:
+        """Fix a labelled scan with clicks (:mod:`.ClickTools`): ``add`` a missed tooth, ``split``
+        two merged teeth, ``refine`` a tooth's boundary (``markupsNode`` positive clicks,
+        ``negativeNode`` negative ones) or ``brush`` a ``value``. Undoable; the diff entry is the
+        interaction (tool, clicks in RAS, numbers, time), saved with the correction.
+
+        Raises:
+            InvalidInputError: not a labelled scan, no clicks, or what the tool refuses (a click
+                off the scan, on gingiva for a split, no model answer for an add); nothing changes.
+        """
+        from ToothMCLCore.errors import InvalidInputError
+
+        from .ClickTools import clickPoints, runTool
+
+        if not isScan(scanNode):
+            raise InvalidInputError("the click tools work on an intraoral scan; select the labelled scan")
+        labels = currentLabels(scanNode)
+        clicks = clickPoints(markupsNode) if markupsNode is not None or tool != "refine" else []
+        negative = clickPoints(negativeNode) if negativeNode is not None else []
+        corrected, interaction = runTool(scanNode, labels.astype(np.int64), tool, clicks, tooth=tooth, value=value,
+                                         negative=negative, radiusMm=radiusMm)
+        if not np.any(corrected != labels):
+            raise InvalidInputError(f"the {tool} tool changed nothing here; place the clicks elsewhere")
+        return self._record(scanNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])
 
     def _record(self, node, labels, corrected, entries) -> list[dict]:
         indices = np.flatnonzero(labels.ravel() != corrected.ravel())

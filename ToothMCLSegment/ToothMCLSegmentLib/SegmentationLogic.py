@@ -178,6 +178,10 @@ class SegmentationLogic:
                 raise ToothMCLError("the IOS pipeline returned no per-vertex labels; update the ToothMCL extension")
             self.applyVertexLabels(node, labels)
             storeVertexPrediction(node, labels)
+            if getattr(job.result, "tooth_probability", None) is not None:
+                from .ClickTools import storeToothProbability
+
+                storeToothProbability(node, job.result.tooth_probability)
             self.corrections.forget(node)
             setProvenance(node, getattr(job.result, "provenance", {}) or {})
             return node

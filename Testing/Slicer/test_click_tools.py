@@ -1,0 +1,96 @@
+"""The click tools in the module logic: a real scan in a real MRML scene, clicks as markups points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def labelled(meshsegnet_dir):
+    """A real test-split lower jaw, loaded as Slicer loads a .vtp and segmented by the module logic."""
+    import slicer
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.VertexLabels import vertexLabels
+
+    scene = slicer.vtkMRMLScene()
+    path = meshsegnet_dir / "12_down.vtp"
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode", path.stem)
+    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node)
+    logic = SegmentationLogic()
+    logic.segmentModel(node, device="cpu")
+    return scene, node, logic, vertexLabels(node)
+
+
+def _points(scene, *positions):
+    markups = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    for p in positions:
+        markups.AddControlPoint(*[float(x) for x in p])
+    return markups
+
+
+def _centre(node, mask):
+    from ToothMCLSegmentLib.VertexLabels import modelPointsWorld
+
+    points = modelPointsWorld(node)[mask]
+    return points[np.argmin(np.linalg.norm(points - points.mean(axis=0), axis=1))]
+
+
+def test_a_tooth_deleted_by_mistake_comes_back_with_one_click_undoably_and_the_click_is_saved(labelled, tmp_path):
+    """After segmenting, the scan carries the model's tooth probability; a tooth deleted by mistake
+    is added back by one click (same number, >= 90 % of its vertices), the diff records the click in
+    RAS, undo restores, and a saved correction holds the click."""
+    from ToothMCLSegmentLib.ClickTools import toothProbability
+    from ToothMCLSegmentLib.VertexLabels import vertexLabels
+
+    from ToothMCLCore import fdi
+    from ToothMCLCore.corrections.store import CorrectionStore
+
+    scene, node, logic, segmented = labelled
+    assert toothProbability(node).shape == segmented.shape
+    tooth = fdi.present_teeth(np.unique(segmented))[3]
+    capture = logic.corrections
+    capture.apply(node, "delete", tooth=tooth)
+    click = _centre(node, segmented == tooth)
+    entries = capture.applyClickTool(node, "add", _points(scene, click))
+    labels = vertexLabels(node)
+    back = labels == tooth
+    assert 2 * np.sum(back & (segmented == tooth)) / (back.sum() + (segmented == tooth).sum()) >= 0.9
+    assert entries[0]["op"] == "interactive" and entries[0]["tool"] == "add" and entries[0]["label"] == tooth
+    assert np.allclose(entries[0]["clicks"][0]["ras"], click, atol=1e-3)
+    assert capture.diff(node)[-1] == entries[0]
+    store = CorrectionStore(tmp_path / "store", create=True)
+    store.save("12_down", prediction=segmented.astype(np.uint8), corrected=labels.astype(np.uint8),
+               model={"model": "ios_pt_real_v1"}, modality="ios", jaw="lower", annotator="test",
+               diff=capture.diff(node))
+    assert store.revision("12_down").operations[-1]["clicks"] == entries[0]["clicks"]
+    capture.undo(node)
+    assert not np.any(vertexLabels(node) == tooth)
+    capture.undo(node)
+    assert np.array_equal(vertexLabels(node), segmented)
+
+
+def test_wrong_clicks_get_a_message_and_change_nothing(labelled):
+    """A split with one click, a split across two teeth, a click in the air, no points placed: each is
+    refused with what to do, and the labels stay as they were."""
+    from ToothMCLSegmentLib.VertexLabels import modelPointsWorld, vertexLabels
+
+    from ToothMCLCore import fdi
+    from ToothMCLCore.errors import InvalidInputError
+
+    scene, node, logic, segmented = labelled
+    before = vertexLabels(node)
+    a, b = fdi.present_teeth(np.unique(before))[:2]
+    capture = logic.corrections
+    with pytest.raises(InvalidInputError, match="one click on each of the two teeth"):
+        capture.applyClickTool(node, "split", _points(scene, _centre(node, before == a)))
+    with pytest.raises(InvalidInputError, match="two different teeth"):
+        capture.applyClickTool(node, "split", _points(scene, _centre(node, before == a), _centre(node, before == b)))
+    with pytest.raises(InvalidInputError, match="click on the scan's surface"):
+        capture.applyClickTool(node, "brush", _points(scene, modelPointsWorld(node).max(axis=0) + 30.0), value=0)
+    with pytest.raises(InvalidInputError, match="place the click points first"):
+        capture.applyClickTool(node, "add", scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode"))
+    assert np.array_equal(vertexLabels(node), before)

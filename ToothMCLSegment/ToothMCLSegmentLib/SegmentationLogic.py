@@ -251,6 +251,11 @@ class SegmentationLogic:
         """Give a region of a labelled scan the label ``target`` (FDI, or 0 = gingiva); undoable."""
         return self.corrections.relabelVertices(modelNode, vertexIndices, target)
 
+    def applyClickTool(self, modelNode, tool: str, markupsNode, tooth=None, value=None) -> list[dict]:
+        """Fix a labelled scan with the points of ``markupsNode`` as clicks (``add``, ``split``,
+        ``refine`` of ``tooth``, ``brush`` with ``value``); undoable, clicks saved with the correction."""
+        return self.corrections.applyClickTool(modelNode, tool, markupsNode, tooth=tooth, value=value)
+
     def createToothModels(self, modelNode) -> list:
         """One model node per tooth of a labelled scan, named and coloured by FDI number."""
         return createToothModels(modelNode)

@@ -58,6 +58,13 @@ class TeethPanel(VTKObservationMixin):
         ui.regionROISelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onSelection())
         ui.relabelRegionButton.connect("clicked(bool)", self.onRelabelRegion)
         ui.toothModelsButton.connect("clicked(bool)", self.onToothModels)
+        ui.clickPointsSelector.setMRMLScene(slicer.mrmlScene)
+        ui.clickPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onSelection())
+        for text, tool in ((_("Add missed tooth"), "add"), (_("Split two teeth"), "split"),
+                           (_("Grow selected tooth"), "refine"), (_("Paint region label"), "brush")):
+            ui.clickToolComboBox.addItem(text, tool)
+        ui.clickToolComboBox.connect("currentIndexChanged(int)", lambda index: self.onSelection())
+        ui.applyClickToolButton.connect("clicked(bool)", self.onApplyClickTool)
 
     def cleanup(self):
         self._timer.stop()
@@ -153,7 +160,8 @@ class TeethPanel(VTKObservationMixin):
         from ToothMCLCore import fdi
 
         scan = self._isScan()
-        for widget in (self.ui.regionROISelector, self.ui.regionLabelComboBox, self.ui.toothModelsButton):
+        for widget in (self.ui.regionROISelector, self.ui.regionLabelComboBox, self.ui.toothModelsButton,
+                       self.ui.clickPointsSelector, self.ui.clickToolComboBox):
             widget.enabled = scan
         if scan and self.ui.regionLabelComboBox.count == 0:
             self.ui.regionLabelComboBox.addItem(_("gingiva"), 0)
@@ -164,6 +172,9 @@ class TeethPanel(VTKObservationMixin):
         elif not scan:
             self.ui.regionLabelComboBox.clear()
         self.ui.relabelRegionButton.enabled = scan and self.ui.regionROISelector.currentNode() is not None
+        needsTooth = self.ui.clickToolComboBox.currentData == "refine"
+        self.ui.applyClickToolButton.enabled = (scan and self.ui.clickPointsSelector.currentNode() is not None
+                                                and (not needsTooth or len(self._selected()) == 1))
 
     def _correct(self, op, **kwargs):
         try:
@@ -178,6 +189,19 @@ class TeethPanel(VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("The region could not be relabelled."), waitCursor=True):
                 vertices = self.logic.verticesInROI(scan, roi)
                 self.logic.relabelVertices(scan, vertices, int(self.ui.regionLabelComboBox.currentData))
+        finally:
+            self.refresh()
+
+    def onApplyClickTool(self):
+        scan, points = self.subject(), self.ui.clickPointsSelector.currentNode()
+        tool = self.ui.clickToolComboBox.currentData
+        selected = self._selected()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The clicks could not be applied."), waitCursor=True):
+                self.logic.applyClickTool(scan, tool, points,
+                                          tooth=selected[0].fdi if tool == "refine" and selected else None,
+                                          value=int(self.ui.regionLabelComboBox.currentData) if tool == "brush" else None)
+                points.RemoveAllControlPoints()  # used: the next tool starts from new clicks
         finally:
             self.refresh()
 

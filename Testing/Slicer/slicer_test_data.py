@@ -48,3 +48,13 @@ def add_volume(scene, shape_kji, ijk_to_ras=None, name="CBCT"):
     slicer.util.updateVolumeFromArray(node, np.zeros(shape_kji, dtype=np.int16))
     node.SetIJKToRASMatrix(vtkMatrixFromArray(np.eye(4) if ijk_to_ras is None else ijk_to_ras))
     return node
+
+
+def load_model(scene, path):
+    """A model node read from ``path`` with a model storage node, as Slicer loads a scan file."""
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode", Path(path).stem)
+    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node), f"Slicer could not read {path}"
+    return node

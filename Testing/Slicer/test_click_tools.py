@@ -10,16 +10,13 @@ import pytest
 def labelled(meshsegnet_dir):
     """A real test-split lower jaw, loaded as Slicer loads a .vtp and segmented by the module logic."""
     import slicer
+    from slicer_test_data import load_model
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
     from ToothMCLSegmentLib.VertexLabels import vertexLabels
 
     scene = slicer.vtkMRMLScene()
     path = meshsegnet_dir / "12_down.vtp"
-    node = scene.AddNewNodeByClass("vtkMRMLModelNode", path.stem)
-    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
-    storage.SetFileName(str(path))
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(node)
+    node = load_model(scene, path)
     logic = SegmentationLogic()
     logic.segmentModel(node, device="cpu")
     return scene, node, logic, vertexLabels(node)
@@ -81,7 +78,7 @@ def test_wrong_clicks_get_a_message_and_change_nothing(labelled):
     from ToothMCLCore import fdi
     from ToothMCLCore.errors import InvalidInputError
 
-    scene, node, logic, segmented = labelled
+    scene, node, logic, _ = labelled
     before = vertexLabels(node)
     a, b = fdi.present_teeth(np.unique(before))[:2]
     capture = logic.corrections

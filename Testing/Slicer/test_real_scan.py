@@ -18,6 +18,7 @@ def test_a_real_scan_opened_in_slicer_is_numbered_by_the_default_model(scene, me
     """Every vertex gets an FDI number of the lower jaw; the teeth agree with the labels; the
     provenance names the default (real-scan) model and the jaw rule that decided."""
     import slicer
+    from slicer_test_data import load_model
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
     from ToothMCLSegmentLib.SegmentDisplay import getProvenance
     from ToothMCLSegmentLib.VertexLabels import vertexLabels
@@ -32,11 +33,7 @@ def test_a_real_scan_opened_in_slicer_is_numbered_by_the_default_model(scene, me
     card = read_card(card_path(resolve_weights(DEFAULT_IOS_MODEL)[0]))
     patient = card.metrics["split_patients"]["test"][0]
     path = meshsegnet_dir / f"{patient}_down.vtp"
-    node = scene.AddNewNodeByClass("vtkMRMLModelNode", path.stem)
-    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
-    storage.SetFileName(str(path))
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(node)
+    node = load_model(scene, path)
 
     logic = SegmentationLogic()
     assert logic.segmentModel(node, device="cpu") is node

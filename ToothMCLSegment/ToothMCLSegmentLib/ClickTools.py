@@ -29,12 +29,9 @@ _graphs: dict[str, tuple[tuple, object]] = {}
 
 def storeToothProbability(modelNode, probability) -> None:
     """Keep the model's per-vertex tooth probability as point array ``Tooth probability``."""
-    values = np.asarray(probability, dtype=np.float32).ravel()
-    array = numpy_support.numpy_to_vtk(values, deep=True, array_type=vtk.VTK_FLOAT)
-    array.SetName(PROBABILITY_ARRAY_NAME)
-    pointData = modelNode.GetPolyData().GetPointData()
-    pointData.RemoveArray(PROBABILITY_ARRAY_NAME)
-    pointData.AddArray(array)
+    from .VertexLabels import storePointArray
+
+    storePointArray(modelNode, PROBABILITY_ARRAY_NAME, np.asarray(probability, dtype=np.float32), vtk.VTK_FLOAT)
 
 
 def toothProbability(modelNode) -> np.ndarray | None:

@@ -117,11 +117,15 @@ def storeVertexPrediction(modelNode, labelsPerVertex) -> None:
     Corrections are saved as (prediction, corrected) pairs, so the prediction must survive
     edits of ``FDI``; as a point array it is also saved with the model (``.vtk``/``.vtp``).
     """
-    array = numpy_support.numpy_to_vtk(np.asarray(labelsPerVertex, dtype=np.int32).ravel(), deep=True,
-                                       array_type=vtk.VTK_INT)
-    array.SetName(PREDICTION_ARRAY_NAME)
+    storePointArray(modelNode, PREDICTION_ARRAY_NAME, np.asarray(labelsPerVertex, dtype=np.int32), vtk.VTK_INT)
+
+
+def storePointArray(modelNode, name: str, values: np.ndarray, arrayType: int) -> None:
+    """Put ``values`` (one per vertex) on a model as point array ``name``, replacing one of that name."""
+    array = numpy_support.numpy_to_vtk(np.ascontiguousarray(values).ravel(), deep=True, array_type=arrayType)
+    array.SetName(name)
     pointData = modelNode.GetPolyData().GetPointData()
-    pointData.RemoveArray(PREDICTION_ARRAY_NAME)
+    pointData.RemoveArray(name)
     pointData.AddArray(array)
 
 

@@ -91,3 +91,37 @@ def test_wrong_clicks_get_a_message_and_change_nothing(labelled):
     with pytest.raises(InvalidInputError, match="place the click points first"):
         capture.applyClickTool(node, "add", scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode"))
     assert np.array_equal(vertexLabels(node), before)
+
+
+def test_two_merged_teeth_of_a_cbct_segmentation_are_split_with_two_points(scene, small_phantom):
+    """A segmentation of an oblique phantom CBCT in which 36 and 37 are one segment: two points, one in
+    each, give both teeth back (Dice >= 0.9) as their own segments; undo restores; a tool that only
+    works on scans is refused with what to use instead."""
+    from scipy import ndimage
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.SegmentDisplay import createSegmentationNode, labelsFromSegmentation
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    from ToothMCLCore.errors import InvalidInputError
+
+    image, truth = small_phantom
+    truth = truth.array
+    merged = np.where(truth == 37, 36, truth).astype(np.uint8)
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    segmentation = createSegmentationNode(scene, merged, volume)
+
+    def inside(mask):
+        k, j, i = np.unravel_index(np.argmax(ndimage.distance_transform_edt(mask)), mask.shape)
+        return (image.geometry.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
+
+    logic = SegmentationLogic()
+    entries = logic.applyClickTool(segmentation, "split", _points(scene, inside(truth == 36), inside(truth == 37)))
+    labels, _ = labelsFromSegmentation(segmentation)
+    for tooth in (36, 37):
+        got, want = labels == tooth, truth == tooth
+        assert 2 * np.sum(got & want) / (got.sum() + want.sum()) >= 0.9, tooth
+    assert entries[0]["tool"] == "split" and sorted(entries[0]["labels"]) == [36, 37] and entries[0]["voxels"] > 0
+    logic.undoCorrection(segmentation)
+    assert np.array_equal(labelsFromSegmentation(segmentation)[0], merged)
+    with pytest.raises(InvalidInputError, match="works on intraoral scans for now"):
+        logic.applyClickTool(segmentation, "brush", _points(scene, inside(truth == 36)), value=0)

@@ -8,8 +8,8 @@ Operations (``tooth`` and ``target`` are FDI numbers; 99 is metal):
 ``delete``    ``tooth`` disappears
 ``renumber``  every tooth of ``quadrant`` moves ``step`` (+1 or -1) positions along the quadrant
 ``relabel``   (scans) the selected vertices get label ``target`` (an FDI number, or 0 = gingiva)
-click tools   (scans) add, split, refine, brush from markups clicks (:meth:`CorrectionCapture.applyClickTool`);
-              their entry is ``{"op": "interactive", "tool", "clicks", ...}``
+click tools   add, split, refine, brush from markups clicks on scans, split on CBCT segmentations
+              (:meth:`CorrectionCapture.applyClickTool`); their entry is ``{"op": "interactive", "tool", "clicks", ...}``
 
 The subject is a segmentation node (CBCT) or a labelled scan (a model node with the per-vertex
 ``FDI`` array). Each operation is computed on the current labels (so edits made in the Segment
@@ -224,8 +224,9 @@ class CorrectionCapture:
                        radiusMm: float | None = None) -> list[dict]:
         """Fix a labelled scan with clicks (:mod:`.ClickTools`): ``add`` a missed tooth, ``split``
         two merged teeth, ``refine`` a tooth's boundary (``markupsNode`` positive clicks,
-        ``negativeNode`` negative ones) or ``brush`` a ``value``. Undoable; the diff entry is the
-        interaction (tool, clicks in RAS, numbers, time), saved with the correction.
+        ``negativeNode`` negative ones) or ``brush`` a ``value``; on a CBCT segmentation,
+        ``split`` (one point in each tooth). Undoable; the diff entry is the interaction (tool,
+        clicks in RAS, numbers, time), saved with the correction.
 
         Raises:
             InvalidInputError: not a labelled scan, no clicks, or what the tool refuses (a click
@@ -235,8 +236,10 @@ class CorrectionCapture:
 
         from .ClickTools import clickPoints, runTool
 
-        if not isScan(scanNode):
-            raise InvalidInputError("the click tools work on an intraoral scan; select the labelled scan")
+        if scanNode is not None and not isScan(scanNode):
+            return self._applyVolumeClickTool(scanNode, tool, markupsNode)
+        if scanNode is None:
+            raise InvalidInputError("select the segmentation or the labelled scan to fix")
         labels = currentLabels(scanNode)
         clicks = clickPoints(markupsNode) if markupsNode is not None or tool != "refine" else []
         negative = clickPoints(negativeNode) if negativeNode is not None else []
@@ -245,6 +248,34 @@ class CorrectionCapture:
         if not np.any(corrected != labels):
             raise InvalidInputError(f"the {tool} tool changed nothing here; place the clicks elsewhere")
         return self._record(scanNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])
+
+    def _applyVolumeClickTool(self, segmentationNode, tool: str, markupsNode) -> list[dict]:
+        """A CBCT segmentation: ``split`` two merged teeth, one point in each
+        (:func:`ToothMCLCore.interactive.cbct_tools.split_tooth` on its input volume's voxels)."""
+        from ToothMCLCore.errors import InvalidInputError
+        from ToothMCLCore.interactive.cbct_tools import split_tooth
+
+        from .ClickTools import clickPoints
+        from .SegmentDisplay import INPUT_ROLE
+        from .VolumeConversion import volumeFromNode
+
+        if tool != "split":
+            raise InvalidInputError(f"on a CBCT segmentation the click tools can split two merged teeth; {tool!r} "
+                                    "works on intraoral scans for now (use the Segment Editor)")
+        clicks = clickPoints(markupsNode)
+        if len(clicks) != 2:
+            raise InvalidInputError(f"the split tool takes one click in each of the two teeth (2); {len(clicks)} placed")
+        volumeNode = segmentationNode.GetNodeReference(INPUT_ROLE)
+        if volumeNode is None:
+            raise InvalidInputError(f"{segmentationNode.GetName()} does not name the CBCT it was made from; segment the "
+                                    "volume with this module to split its teeth")
+        labels, ijkToRas = labelsFromSegmentation(segmentationNode)
+        volume = volumeFromNode(volumeNode)
+        if volume.array.shape != labels.shape or not np.allclose(volume.geometry.ijk_to_ras, ijkToRas, atol=1e-4):
+            raise InvalidInputError("the segmentation no longer lies on its CBCT's grid; split the teeth in the Segment "
+                                    "Editor")
+        corrected, interaction = split_tooth(volume, labels, clicks[0], clicks[1])
+        return self._record(segmentationNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])
 
     def _record(self, node, labels, corrected, entries) -> list[dict]:
         indices = np.flatnonzero(labels.ravel() != corrected.ravel())

@@ -160,9 +160,10 @@ class TeethPanel(VTKObservationMixin):
         from ToothMCLCore import fdi
 
         scan = self._isScan()
-        for widget in (self.ui.regionROISelector, self.ui.regionLabelComboBox, self.ui.toothModelsButton,
-                       self.ui.clickPointsSelector, self.ui.clickToolComboBox):
+        for widget in (self.ui.regionROISelector, self.ui.regionLabelComboBox, self.ui.toothModelsButton):
             widget.enabled = scan
+        for widget in (self.ui.clickPointsSelector, self.ui.clickToolComboBox):  # CBCT: split only
+            widget.enabled = self._node is not None
         if scan and self.ui.regionLabelComboBox.count == 0:
             self.ui.regionLabelComboBox.addItem(_("gingiva"), 0)
             jaw = self._node.GetAttribute("ToothMCL.jaw")
@@ -173,7 +174,9 @@ class TeethPanel(VTKObservationMixin):
             self.ui.regionLabelComboBox.clear()
         self.ui.relabelRegionButton.enabled = scan and self.ui.regionROISelector.currentNode() is not None
         needsTooth = self.ui.clickToolComboBox.currentData == "refine"
-        self.ui.applyClickToolButton.enabled = (scan and self.ui.clickPointsSelector.currentNode() is not None
+        tool = self.ui.clickToolComboBox.currentData
+        self.ui.applyClickToolButton.enabled = (self._node is not None and (scan or tool == "split")
+                                                and self.ui.clickPointsSelector.currentNode() is not None
                                                 and (not needsTooth or len(self._selected()) == 1))
 
     def _correct(self, op, **kwargs):

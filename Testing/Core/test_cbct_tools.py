@@ -23,7 +23,7 @@ def phantom():
 
 def inside_point(image, mask: np.ndarray) -> np.ndarray:
     """RAS of the voxel deepest inside ``mask`` (a click in the middle of a tooth)."""
-    depth = ndimage.distance_transform_edt(mask)
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1, 1:-1]  # the image border is outside
     k, j, i = np.unravel_index(np.argmax(depth), mask.shape)
     return (image.geometry.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
 
@@ -75,3 +75,33 @@ def test_bad_split_clicks_are_refused_and_change_nothing(phantom):
     with pytest.raises(InvalidInputError, match="two different teeth"):
         split_tooth(image, truth, in_11, in_21)
     assert np.array_equal(truth, before)
+
+
+def test_an_eroded_tooth_boundary_is_fixed_with_at_most_three_clicks():
+    """Every tooth of another phantom loses its outer voxel layer (Dice about 0.70); refine clicks at
+    the middle of the largest error (3 at most) bring >= 85 % of teeth back to Dice >= 0.9 (measured
+    90 %, mean 0.96), and voxels far from the tooth never change."""
+    from ToothMCLCore.interactive.cbct_tools import refine_tooth
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    image, truth = make_cbct_phantom(5, spacing=0.8)
+    truth = truth.array.astype(np.int64)
+    scores = []
+    for tooth in fdi.present_teeth(np.unique(truth)):
+        mine = truth == tooth
+        labels = np.where(mine & ~ndimage.binary_erosion(mine), 0, truth)
+        far = ndimage.distance_transform_edt(~mine) > 8
+        for _ in range(3):
+            missed, extra = mine & (labels != tooth), ~mine & (labels == tooth)
+            error = missed if missed.sum() >= extra.sum() else extra
+            if error.sum() < 5:
+                break
+            parts, _ = ndimage.label(error)
+            click = inside_point(image, parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1)
+            before = labels
+            labels, record = refine_tooth(image, labels, tooth, **{"positive" if error is missed else "negative": [click]})
+            assert record.tool == "refine" and np.array_equal(labels[far], before[far])
+        got = labels == tooth
+        scores.append(2 * np.count_nonzero(got & mine) / (got.sum() + mine.sum()))
+    scores = np.array(scores)
+    assert len(scores) > 25 and np.mean(scores >= 0.9) >= 0.85 and scores.mean() >= 0.93, scores

@@ -95,11 +95,16 @@ def test_wrong_clicks_get_a_message_and_change_nothing(labelled):
 
 def test_two_merged_teeth_of_a_cbct_segmentation_are_split_with_two_points(scene, small_phantom):
     """A segmentation of an oblique phantom CBCT in which 36 and 37 are one segment: two points, one in
-    each, give both teeth back (Dice >= 0.9) as their own segments; undo restores; a tool that only
-    works on scans is refused with what to use instead."""
+    each, give both teeth back (Dice >= 0.9) as their own segments; undo restores; a tooth that lost
+    its outer layer grows back with one point; a tool that only works on scans is refused with what
+    to use instead."""
     from scipy import ndimage
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
-    from ToothMCLSegmentLib.SegmentDisplay import createSegmentationNode, labelsFromSegmentation
+    from ToothMCLSegmentLib.SegmentDisplay import (
+        createSegmentationNode,
+        labelsFromSegmentation,
+        setToothLabels,
+    )
     from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
 
     from ToothMCLCore.errors import InvalidInputError
@@ -123,5 +128,13 @@ def test_two_merged_teeth_of_a_cbct_segmentation_are_split_with_two_points(scene
     assert entries[0]["tool"] == "split" and sorted(entries[0]["labels"]) == [36, 37] and entries[0]["voxels"] > 0
     logic.undoCorrection(segmentation)
     assert np.array_equal(labelsFromSegmentation(segmentation)[0], merged)
+    # a tooth that lost its outer layer grows back towards a click on what it lost
+    eroded = np.where((truth == 46) & ~ndimage.binary_erosion(truth == 46), 0, merged).astype(np.uint8)
+    logic.corrections.forget(segmentation)
+    setToothLabels(segmentation, eroded)
+    lost = (truth == 46) & (eroded != 46)
+    entries = logic.applyClickTool(segmentation, "refine", _points(scene, inside(lost)), tooth=46)
+    grown = labelsFromSegmentation(segmentation)[0] == 46
+    assert entries[0]["tool"] == "refine" and 2 * np.sum(grown & (truth == 46)) / (grown.sum() + (truth == 46).sum()) >= 0.9
     with pytest.raises(InvalidInputError, match="works on intraoral scans for now"):
         logic.applyClickTool(segmentation, "brush", _points(scene, inside(truth == 36)), value=0)

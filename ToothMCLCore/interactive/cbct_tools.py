@@ -1,4 +1,4 @@
-"""Click tools on a CBCT label map (issue 15, first of them): split two merged teeth.
+"""Click tools on a CBCT label map: split two merged teeth, move a tooth's boundary.
 
 The label map is ``(K, J, I)`` FDI values on the volume's grid, clicks are RAS points (Slicer
 markups). A tool returns new labels (the input is never changed) and an
@@ -16,11 +16,21 @@ the cut, and a random walker on intensity lost 16 pairs. Both halves are then nu
 order among the teeth of their jaw (:func:`~.common.numbers_by_arch`, RAS centres: x towards
 the patient's right, y anterior).
 
-Not yet (issue 15): adding a missed tooth with the network on a window around a click, and
-growing or shrinking a tooth towards clicks; the Slicer buttons.
+**Refine.** A tooth whose boundary is off grows towards positive clicks and gives up what is
+around negative ones: the voxels within ``REFINE_BORDER_MM`` of the tooth's border (and within
+``radius_mm`` of the clicks) are divided again by a random walker on the CBCT's intensity
+(scikit-image, Grady 2006) between the tooth (its voxels deeper inside, the positive clicks) and
+its surroundings (the voxels farther out with their labels, the negative clicks). Enamel and
+dentine are much brighter than soft tissue, so the walk stops at the tooth's surface. The
+network's probabilities would add to the intensity; the segmentation in the scene does not keep
+them, so this uses the intensity alone.
+
+Not yet (issue 15): adding a missed tooth with the network on a window around a click.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -114,3 +124,87 @@ def split_tooth(volume: Volume, labels, first_ras, second_ras) -> tuple[np.ndarr
     clicks = [Click("tooth", tuple(map(float, first_ras))), Click("tooth", tuple(map(float, second_ras)))]
     return out, record("split", clicks, numbers[0], numbers, int(np.count_nonzero(out != lab)), {"from": tooth},
                        unit="voxels")
+
+
+#: a boundary fix reconsiders the tooth's border this far on both sides (mm)
+REFINE_BORDER_MM = 1.5
+#: random-walker beta on intensities scaled to the tooth's 5-95 % range
+REFINE_BETA = 250.0  # on phantoms (31 teeth, a 1-voxel rim eroded): beta 60 -> 65 %, 120 -> 94 %, 250 -> 100 %
+#                      of teeth back at Dice >= 0.9 with 3 clicks; 500 the same
+
+
+def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
+                 radius_mm: float = 3.0) -> tuple[np.ndarray, Interaction]:
+    """Move ``tooth``'s boundary towards positive clicks and away from negative ones (module
+    docstring). Only this tooth's boundary moves: a voxel joins it from the background (or from
+    another tooth only near a positive click placed on that tooth), or leaves it.
+
+    Raises:
+        InvalidInputError: labels not on the volume's grid, no click, a click outside the image,
+            ``tooth`` not in the labels.
+    """
+    from scipy import ndimage
+    from skimage.segmentation import random_walker
+
+    lab = np.asarray(labels)
+    if lab.shape != volume.array.shape:
+        raise InvalidInputError(f"labels have shape {lab.shape} but the volume {volume.array.shape}; use the label map "
+                                "of this volume")
+    tooth = int(tooth)
+    mine = lab == tooth
+    if not mine.any():
+        raise InvalidInputError(f"tooth {tooth} is not in this segmentation; pick one of its teeth")
+    pos = [voxel_at(volume, p) for p in positive]
+    neg = [voxel_at(volume, p) for p in negative]
+    if not pos and not neg:
+        raise InvalidInputError("give at least one click: where the tooth should reach (positive) or not (negative)")
+    spacing = np.asarray(volume.geometry.spacing)[::-1]
+    reach = int(np.ceil((max(REFINE_BORDER_MM, radius_mm) + 1.0) / spacing.min()))
+    extent = np.array([(int(i.min()), int(i.max())) for i in np.nonzero(mine)])  # (3, 2)
+    clicked = np.array(pos + neg).reshape(-1, 3)
+    lo = np.maximum(np.minimum(extent[:, 0], clicked.min(0)) - reach, 0)
+    hi = np.minimum(np.maximum(extent[:, 1], clicked.max(0)) + reach + 1, lab.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sub, inside = lab[box].astype(np.int64), mine[box]
+    # the band: near the tooth's border (both sides) or near a click
+    to_border = np.where(inside, ndimage.distance_transform_edt(inside, sampling=spacing),
+                         ndimage.distance_transform_edt(~inside, sampling=spacing))
+    near_click = np.zeros(sub.shape, bool)
+    for k, j, i in pos + neg:
+        near_click[k - lo[0], j - lo[1], i - lo[2]] = True
+    near_click = ndimage.distance_transform_edt(~near_click, sampling=spacing) <= radius_mm
+    band = (to_border <= REFINE_BORDER_MM) | near_click
+    # seeds: outside the band every voxel keeps its label (1 = the tooth, 2 + its label otherwise)
+    marks = np.zeros(sub.shape, np.int64)
+    marks[~band & inside] = 1
+    marks[~band & ~inside] = 2 + sub[~band & ~inside]
+    for k, j, i in pos:
+        marks[k - lo[0], j - lo[1], i - lo[2]] = 1
+    for k, j, i in neg:
+        value = int(lab[k, j, i])
+        marks[k - lo[0], j - lo[1], i - lo[2]] = 2 + (0 if value == tooth else value)
+    values = np.asarray(volume.array[box], np.float64)
+    low, high = np.percentile(values[inside], [5, 95]) if inside.any() else (values.min(), values.max())
+    scaled = (values - low) / max(high - low, 1e-6)
+    codes = np.unique(marks[marks > 0])
+    compact = np.searchsorted(codes, marks) + 1
+    compact[marks == 0] = 0
+    with warnings.catch_warnings():  # probabilities a rounding error outside [0, 1]: only their argmax is used
+        warnings.filterwarnings("ignore", message="The probability range is outside")
+        walked = codes[random_walker(scaled, compact, beta=REFINE_BETA, mode="cg_j", tol=1e-3) - 1]
+    result = np.where(walked == 1, tooth, walked - 2)
+    may_join = sub == 0
+    for k, j, i in pos:
+        other = int(lab[k, j, i])
+        if other not in (0, tooth):
+            near = np.zeros(sub.shape, bool)
+            near[k - lo[0], j - lo[1], i - lo[2]] = True
+            may_join |= (sub == other) & (ndimage.distance_transform_edt(~near, sampling=spacing) <= radius_mm)
+    change = band & (((result == tooth) & may_join) | (inside & (result != tooth)))
+    out = lab.copy()
+    out_box = out[box]
+    out_box[change] = result[change]
+    clicks = [Click("positive", tuple(map(float, p))) for p in positive] + \
+             [Click("negative", tuple(map(float, p))) for p in negative]
+    return out, record("refine", clicks, tooth, (tooth,), int(np.count_nonzero(out != lab)),
+                       {"radius_mm": radius_mm}, unit="voxels")

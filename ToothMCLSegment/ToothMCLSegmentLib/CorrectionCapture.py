@@ -8,7 +8,7 @@ Operations (``tooth`` and ``target`` are FDI numbers; 99 is metal):
 ``delete``    ``tooth`` disappears
 ``renumber``  every tooth of ``quadrant`` moves ``step`` (+1 or -1) positions along the quadrant
 ``relabel``   (scans) the selected vertices get label ``target`` (an FDI number, or 0 = gingiva)
-click tools   add, split, refine, brush from markups clicks on scans, split on CBCT segmentations
+click tools   add, split, refine, brush from markups clicks on scans; split, refine on CBCT segmentations
               (:meth:`CorrectionCapture.applyClickTool`); their entry is ``{"op": "interactive", "tool", "clicks", ...}``
 
 The subject is a segmentation node (CBCT) or a labelled scan (a model node with the per-vertex
@@ -225,7 +225,7 @@ class CorrectionCapture:
         """Fix a labelled scan with clicks (:mod:`.ClickTools`): ``add`` a missed tooth, ``split``
         two merged teeth, ``refine`` a tooth's boundary (``markupsNode`` positive clicks,
         ``negativeNode`` negative ones) or ``brush`` a ``value``; on a CBCT segmentation,
-        ``split`` (one point in each tooth). Undoable; the diff entry is the interaction (tool,
+        ``split`` (one point in each tooth) and ``refine``. Undoable; the diff entry is the interaction (tool,
         clicks in RAS, numbers, time), saved with the correction.
 
         Raises:
@@ -237,7 +237,7 @@ class CorrectionCapture:
         from .ClickTools import clickPoints, runTool
 
         if scanNode is not None and not isScan(scanNode):
-            return self._applyVolumeClickTool(scanNode, tool, markupsNode)
+            return self._applyVolumeClickTool(scanNode, tool, markupsNode, tooth, negativeNode)
         if scanNode is None:
             raise InvalidInputError("select the segmentation or the labelled scan to fix")
         labels = currentLabels(scanNode)
@@ -249,22 +249,26 @@ class CorrectionCapture:
             raise InvalidInputError(f"the {tool} tool changed nothing here; place the clicks elsewhere")
         return self._record(scanNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])
 
-    def _applyVolumeClickTool(self, segmentationNode, tool: str, markupsNode) -> list[dict]:
-        """A CBCT segmentation: ``split`` two merged teeth, one point in each
-        (:func:`ToothMCLCore.interactive.cbct_tools.split_tooth` on its input volume's voxels)."""
+    def _applyVolumeClickTool(self, segmentationNode, tool: str, markupsNode, tooth=None,
+                              negativeNode=None) -> list[dict]:
+        """A CBCT segmentation: ``split`` two merged teeth (one point in each) or ``refine`` a
+        tooth's boundary (:mod:`ToothMCLCore.interactive.cbct_tools`, on its input volume's voxels)."""
         from ToothMCLCore.errors import InvalidInputError
-        from ToothMCLCore.interactive.cbct_tools import split_tooth
+        from ToothMCLCore.interactive.cbct_tools import refine_tooth, split_tooth
 
         from .ClickTools import clickPoints
         from .SegmentDisplay import INPUT_ROLE
         from .VolumeConversion import volumeFromNode
 
-        if tool != "split":
-            raise InvalidInputError(f"on a CBCT segmentation the click tools can split two merged teeth; {tool!r} "
-                                    "works on intraoral scans for now (use the Segment Editor)")
-        clicks = clickPoints(markupsNode)
-        if len(clicks) != 2:
+        if tool not in ("split", "refine"):
+            raise InvalidInputError(f"on a CBCT segmentation the click tools split two merged teeth or move a tooth's "
+                                    f"boundary; {tool!r} works on intraoral scans for now (use the Segment Editor)")
+        clicks = clickPoints(markupsNode) if markupsNode is not None else []
+        negative = clickPoints(negativeNode) if negativeNode is not None else []
+        if tool == "split" and len(clicks) != 2:
             raise InvalidInputError(f"the split tool takes one click in each of the two teeth (2); {len(clicks)} placed")
+        if tool == "refine" and tooth is None:
+            raise InvalidInputError("say which tooth to refine (select it in the table)")
         volumeNode = segmentationNode.GetNodeReference(INPUT_ROLE)
         if volumeNode is None:
             raise InvalidInputError(f"{segmentationNode.GetName()} does not name the CBCT it was made from; segment the "
@@ -274,7 +278,12 @@ class CorrectionCapture:
         if volume.array.shape != labels.shape or not np.allclose(volume.geometry.ijk_to_ras, ijkToRas, atol=1e-4):
             raise InvalidInputError("the segmentation no longer lies on its CBCT's grid; split the teeth in the Segment "
                                     "Editor")
-        corrected, interaction = split_tooth(volume, labels, clicks[0], clicks[1])
+        if tool == "split":
+            corrected, interaction = split_tooth(volume, labels, clicks[0], clicks[1])
+        else:
+            corrected, interaction = refine_tooth(volume, labels, int(tooth), positive=clicks, negative=negative)
+        if not np.any(corrected != labels):
+            raise InvalidInputError(f"the {tool} tool changed nothing here; place the clicks elsewhere")
         return self._record(segmentationNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])
 
     def _record(self, node, labels, corrected, entries) -> list[dict]:

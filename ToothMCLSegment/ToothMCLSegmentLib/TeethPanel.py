@@ -162,7 +162,7 @@ class TeethPanel(VTKObservationMixin):
         scan = self._isScan()
         for widget in (self.ui.regionROISelector, self.ui.regionLabelComboBox, self.ui.toothModelsButton):
             widget.enabled = scan
-        for widget in (self.ui.clickPointsSelector, self.ui.clickToolComboBox):  # CBCT: split only
+        for widget in (self.ui.clickPointsSelector, self.ui.clickToolComboBox):  # CBCT: split and grow
             widget.enabled = self._node is not None
         if scan and self.ui.regionLabelComboBox.count == 0:
             self.ui.regionLabelComboBox.addItem(_("gingiva"), 0)
@@ -175,7 +175,7 @@ class TeethPanel(VTKObservationMixin):
         self.ui.relabelRegionButton.enabled = scan and self.ui.regionROISelector.currentNode() is not None
         needsTooth = self.ui.clickToolComboBox.currentData == "refine"
         tool = self.ui.clickToolComboBox.currentData
-        self.ui.applyClickToolButton.enabled = (self._node is not None and (scan or tool == "split")
+        self.ui.applyClickToolButton.enabled = (self._node is not None and (scan or tool in ("split", "refine"))
                                                 and self.ui.clickPointsSelector.currentNode() is not None
                                                 and (not needsTooth or len(self._selected()) == 1))
 

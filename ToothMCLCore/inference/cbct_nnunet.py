@@ -89,6 +89,9 @@ class NNUNetCBCTPredictor:
         self.net = net.to(self.device)
         self.fold = str(fold) if fold is not None else min(self.results.checkpoints)
         self.checkpoint_sha256 = sha256_of(self.results.checkpoints[self.fold])
+        #: what decides the classes and the preprocessing, hashed once for every result's provenance
+        self.dataset_sha256 = sha256_of(self.results.root / "dataset.json")
+        self.plans_sha256 = sha256_of(self.results.root / "plans.json")
         self.mirror = bool(mirror)
         plans, cfg = self.results.plans, self.results.configuration_plans
         source = self.results.root / "plans.json"
@@ -163,8 +166,8 @@ class NNUNetCBCTPredictor:
             "configuration": self.results.configuration, "fold": self.fold,
             "model_version": f"{self.results.configuration} fold {self.fold}",
             "model_sha256": self.checkpoint_sha256, "precision": self.precision,
-            "dataset_json_sha256": sha256_of(self.results.root / "dataset.json"),
-            "plans_json_sha256": sha256_of(self.results.root / "plans.json"), "spacing_mm": self.spacing_mm, "mirror": self.mirror,
+            "dataset_json_sha256": self.dataset_sha256, "plans_json_sha256": self.plans_sha256,
+            "spacing_mm": self.spacing_mm, "mirror": self.mirror,
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -37,7 +37,7 @@ import numpy as np
 from .. import fdi
 from ..errors import InvalidInputError
 from ..types import Volume
-from .common import Click, Interaction, numbers_by_arch, record
+from .common import Click, Interaction, numbers_by_arch, record, tooth_boundary_changes
 
 #: skimage's watershed compactness: how much the distance from each click counts beside the depth
 #: (see the module docstring)
@@ -62,6 +62,14 @@ def voxel_at(volume: Volume, ras) -> tuple[int, int, int]:
     return k, j, i
 
 
+def _labels_on(volume: Volume, labels) -> np.ndarray:
+    lab = np.asarray(labels)
+    if lab.shape != volume.array.shape:
+        raise InvalidInputError(f"labels have shape {lab.shape} but the volume {volume.array.shape}; use the label map "
+                                "of this volume")
+    return lab
+
+
 def split_tooth(volume: Volume, labels, first_ras, second_ras) -> tuple[np.ndarray, Interaction]:
     """Two teeth labelled as one: one click in each (module docstring).
 
@@ -77,10 +85,7 @@ def split_tooth(volume: Volume, labels, first_ras, second_ras) -> tuple[np.ndarr
     from scipy import ndimage
     from skimage.segmentation import watershed
 
-    lab = np.asarray(labels)
-    if lab.shape != volume.array.shape:
-        raise InvalidInputError(f"labels have shape {lab.shape} but the volume {volume.array.shape}; use the label map "
-                                "of this volume")
+    lab = _labels_on(volume, labels)
     a, b = voxel_at(volume, first_ras), voxel_at(volume, second_ras)
     tooth = int(lab[a])
     if tooth == 0 or not fdi.is_valid_fdi(tooth) or int(lab[b]) == 0:
@@ -99,28 +104,21 @@ def split_tooth(volume: Volume, labels, first_ras, second_ras) -> tuple[np.ndarr
     markers[tuple(int(x - s.start) for x, s in zip(a, box))] = 1
     markers[tuple(int(x - s.start) for x, s in zip(b, box))] = 2
     parts = watershed(-depth, markers, mask=mask, compactness=COMPACTNESS)
-    halves = []
-    for value in (1, 2):
-        half = np.zeros(lab.shape, bool)
-        half[box] = parts == value
-        halves.append(half)
     jaw = fdi.jaw_of(tooth)
     kept = [int(t) for t in np.unique(lab) if t not in (0, tooth) and fdi.is_valid_fdi(int(t))
             and fdi.jaw_of(int(t)) == jaw]
-    ijk_to_ras = volume.geometry.ijk_to_ras
-    split = np.zeros(lab.shape, np.int32)
-    split[halves[0]], split[halves[1]] = 1, 2
-    kji = ndimage.center_of_mass(np.ones(lab.shape, np.uint8), lab, kept) + \
-        ndimage.center_of_mass(np.ones(lab.shape, np.uint8), split, [1, 2])  # one pass per label map
+    offset = np.array([s.start for s in box], np.float64)
+    kept_kji = ndimage.center_of_mass(lab > 0, lab, kept)  # one pass over the volume for every tooth
+    half_kji = [np.asarray(c) + offset for c in ndimage.center_of_mass(mask, parts, [1, 2])]
 
     def ras(point_kji):
-        return (ijk_to_ras @ np.array([point_kji[2], point_kji[1], point_kji[0], 1.0]))[:3]
+        return (volume.geometry.ijk_to_ras @ np.array([point_kji[2], point_kji[1], point_kji[0], 1.0]))[:3]
 
-    centres = [ras(c) for c in kji]
-    numbers = numbers_by_arch(jaw, kept, centres[: len(kept)], centres[len(kept):])
+    numbers = numbers_by_arch(jaw, kept, [ras(c) for c in kept_kji], [ras(c) for c in half_kji])
     out = lab.copy()
-    for half, number in zip(halves, numbers):
-        out[half] = number
+    in_box = out[box]  # a view: the halves are written in place
+    for value, number in zip((1, 2), numbers):
+        in_box[parts == value] = number
     clicks = [Click("tooth", tuple(map(float, first_ras))), Click("tooth", tuple(map(float, second_ras)))]
     return out, record("split", clicks, numbers[0], numbers, int(np.count_nonzero(out != lab)), {"from": tooth},
                        unit="voxels")
@@ -146,10 +144,7 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
     from scipy import ndimage
     from skimage.segmentation import random_walker
 
-    lab = np.asarray(labels)
-    if lab.shape != volume.array.shape:
-        raise InvalidInputError(f"labels have shape {lab.shape} but the volume {volume.array.shape}; use the label map "
-                                "of this volume")
+    lab = _labels_on(volume, labels)
     tooth = int(tooth)
     mine = lab == tooth
     if not mine.any():
@@ -184,7 +179,7 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
         value = int(lab[k, j, i])
         marks[k - lo[0], j - lo[1], i - lo[2]] = 2 + (0 if value == tooth else value)
     values = np.asarray(volume.array[box], np.float64)
-    low, high = np.percentile(values[inside], [5, 95]) if inside.any() else (values.min(), values.max())
+    low, high = np.percentile(values[inside], [5, 95])  # the box holds the whole tooth
     scaled = (values - low) / max(high - low, 1e-6)
     codes = np.unique(marks[marks > 0])
     compact = np.searchsorted(codes, marks) + 1
@@ -200,7 +195,7 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
             near = np.zeros(sub.shape, bool)
             near[k - lo[0], j - lo[1], i - lo[2]] = True
             may_join |= (sub == other) & (ndimage.distance_transform_edt(~near, sampling=spacing) <= radius_mm)
-    change = band & (((result == tooth) & may_join) | (inside & (result != tooth)))
+    change = tooth_boundary_changes(sub, result, tooth, band, may_join)
     out = lab.copy()
     out_box = out[box]
     out_box[change] = result[change]

@@ -91,7 +91,7 @@ def numbers_by_arch(jaw: str, kept: list[int], kept_centres, new_centres) -> lis
         inversions = int(np.sum(np.triu(ranked[:, None] > ranked[None, :], 1)))
         scale = np.sort(_continuous(np.r_[known_index, idx]))
         gaps = float(np.sum(np.diff(scale) - 1.0))
-        cost = (inversions, gaps, float(np.abs(_continuous(idx) - _continuous(expected)).sum()))
+        cost = (inversions, gaps, float(np.abs(_continuous(idx) - expected).sum()))
         if cost < best_cost:
             best, best_cost = list(combo), cost
     return best
@@ -103,13 +103,20 @@ def _continuous(index: np.ndarray) -> np.ndarray:
 
 
 def _expected_index(known_along: np.ndarray, known_index: np.ndarray, new_along: np.ndarray) -> np.ndarray:
-    """Arch index the position of each new tooth calls for, interpolated between the kept teeth
-    (a straight-line fit beyond the last ones)."""
+    """Where on the gap-free arch scale (:func:`_continuous`) the position of each new tooth puts
+    it, interpolated between the kept teeth (a straight-line fit beyond the last ones)."""
     if len(known_along) < 2:
         return np.zeros(len(new_along))
     order = np.argsort(known_along)
     scale = _continuous(known_index[order])
     inside = np.interp(new_along, known_along[order], scale, left=np.nan, right=np.nan)
     line = np.polyval(np.polyfit(known_along[order], scale, 1), new_along)
-    cont = np.where(np.isnan(inside), line, inside)
-    return np.where(cont < 0, cont - 0.5, cont + 0.5)
+    return np.where(np.isnan(inside), line, inside)
+
+
+def tooth_boundary_changes(labels: np.ndarray, proposed: np.ndarray, tooth: int, band: np.ndarray,
+                           may_join: np.ndarray) -> np.ndarray:
+    """Where a boundary fix of ``tooth`` may write ``proposed`` labels: inside ``band``, an element
+    leaves the tooth, or joins it where ``may_join`` allows (the gingiva / background, and another
+    tooth only near a positive click placed on it). Other teeth's boundaries never move."""
+    return band & (((proposed == tooth) & may_join) | ((labels == tooth) & (proposed != tooth)))

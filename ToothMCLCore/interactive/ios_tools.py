@@ -34,7 +34,7 @@ import numpy as np
 from .. import fdi
 from ..errors import InvalidInputError
 from ..types import SurfaceMesh
-from .common import Click, Interaction, numbers_by_arch, record
+from .common import Click, Interaction, numbers_by_arch, record, tooth_boundary_changes
 
 #: cost factor of crossing a concave crease (see the module docstring)
 CREASE_WEIGHT = 12.0
@@ -238,11 +238,10 @@ def add_tooth(graph: ScanGraph, labels, click_ras, number: int | None = None,
     if p is None:
         raise InvalidInputError("adding a missed tooth needs the model's answer for this scan: segment it first "
                                 "(the tool keeps the tooth the network sees under the click)")
-    near = graph.geodesic(seed, radius_mm)
-    region = (lab == 0) & np.isfinite(near)
     if p[seed] < GINGIVA_BELOW:
         raise InvalidInputError(f"the model sees gingiva where you clicked (tooth probability {p[seed]:.2f}); click "
                                 "on the tooth's crown, or paint the tooth with the brush")
+    region = (lab == 0) & np.isfinite(graph.geodesic(seed, radius_mm))
     # the model's tooth region under the click, among the vertices no tooth holds yet; where the
     # model hesitates (below 0.5 under the click) the region is what is as likely as the click
     won = graph.component(region & (p >= min(0.5, 0.9 * p[seed])), seed)
@@ -317,13 +316,11 @@ def refine_tooth(graph: ScanGraph, labels, tooth: int, positive=(), negative=(),
     values = np.r_[lab[fixed], [tooth] * len(pos), neg_values].astype(np.int64)
     parts = graph.partition(grow, seeds, values)
     out = lab.copy()
-    # only this tooth's boundary moves: a vertex changes when it leaves the tooth, or joins it from
-    # the gingiva; another tooth's vertices join only near a positive click put on that tooth
-    may_join = lab == 0
+    may_join = lab == 0  # and another tooth's vertices near a positive click put on that tooth
     for v in pos:
         if lab[v] not in (0, tooth):
             may_join |= (lab == lab[v]) & np.isfinite(graph.geodesic(v, radius_mm))
-    changed = band & (parts >= 0) & (((parts == tooth) & may_join) | ((lab == tooth) & (parts != tooth)))
+    changed = tooth_boundary_changes(lab, parts, tooth, band & (parts >= 0), may_join)
     out[changed] = parts[changed]
     clicks = [Click("positive", tuple(map(float, p))) for p in positive] + \
              [Click("negative", tuple(map(float, p))) for p in negative]

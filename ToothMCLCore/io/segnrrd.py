@@ -292,8 +292,8 @@ def label_value_of_segment(name: str, terminology: str = "") -> int | None:
     m = re.match(r"^\s*(\d+)\b", name or "")
     if m and (fdi.is_valid_fdi(int(m.group(1))) or int(m.group(1)) == fdi.METAL_LABEL):
         return int(m.group(1))
-    if structures.value_of_name(name or "") is not None:
-        return structures.value_of_name(name)
+    if (structure := structures.value_of_name(name or "")) is not None:
+        return structure
     fields = (terminology or "").split("~")
     code = fields[2].split("^") if len(fields) > 2 else []
     modifier = fields[3].split("^") if len(fields) > 3 else []

@@ -79,10 +79,9 @@ def scanGraph(modelNode):
         raise InvalidInputError(f"{modelNode.GetName()} has no jaw recorded; segment the scan first")
     polyData = modelNode.GetPolyData()
     transform = modelNode.GetParentTransformNode()
+    probability = polyData.GetPointData().GetArray(PROBABILITY_ARRAY_NAME)
     key = (polyData.GetPoints().GetMTime(), polyData.GetNumberOfCells(), jaw,
-           transform.GetMTime() if transform is not None else 0,
-           polyData.GetPointData().GetArray(PROBABILITY_ARRAY_NAME).GetMTime()
-           if polyData.GetPointData().GetArray(PROBABILITY_ARRAY_NAME) is not None else 0)
+           transform.GetMTime() if transform is not None else 0, probability.GetMTime() if probability else 0)
     cached = _graphs.get(modelNode.GetID())
     if cached is not None and cached[0] == key:
         return cached[1]

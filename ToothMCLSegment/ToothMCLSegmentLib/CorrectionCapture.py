@@ -170,6 +170,14 @@ def _renumber(counts: np.ndarray, lut: np.ndarray, quadrant, step) -> list[dict]
     return entries
 
 
+def _clicks(markupsNode) -> list:
+    """The world positions of a point list's points; none for no list (a placed-but-empty list is
+    refused by :func:`.ClickTools.clickPoints` with what to do)."""
+    from .ClickTools import clickPoints
+
+    return clickPoints(markupsNode) if markupsNode is not None else []
+
+
 class CorrectionCapture:
     """Applies corrections to segmentation nodes and keeps one undo stack per node."""
 
@@ -234,15 +242,14 @@ class CorrectionCapture:
         """
         from ToothMCLCore.errors import InvalidInputError
 
-        from .ClickTools import clickPoints, runTool
+        from .ClickTools import runTool
 
         if scanNode is not None and not isScan(scanNode):
             return self._applyVolumeClickTool(scanNode, tool, markupsNode, tooth, negativeNode)
         if scanNode is None:
             raise InvalidInputError("select the segmentation or the labelled scan to fix")
         labels = currentLabels(scanNode)
-        clicks = clickPoints(markupsNode) if markupsNode is not None or tool != "refine" else []
-        negative = clickPoints(negativeNode) if negativeNode is not None else []
+        clicks, negative = _clicks(markupsNode), _clicks(negativeNode)
         corrected, interaction = runTool(scanNode, labels.astype(np.int64), tool, clicks, tooth=tooth, value=value,
                                          negative=negative, radiusMm=radiusMm)
         if not np.any(corrected != labels):
@@ -256,15 +263,13 @@ class CorrectionCapture:
         from ToothMCLCore.errors import InvalidInputError
         from ToothMCLCore.interactive.cbct_tools import refine_tooth, split_tooth
 
-        from .ClickTools import clickPoints
         from .SegmentDisplay import INPUT_ROLE
         from .VolumeConversion import volumeFromNode
 
         if tool not in ("split", "refine"):
             raise InvalidInputError(f"on a CBCT segmentation the click tools split two merged teeth or move a tooth's "
                                     f"boundary; {tool!r} works on intraoral scans for now (use the Segment Editor)")
-        clicks = clickPoints(markupsNode) if markupsNode is not None else []
-        negative = clickPoints(negativeNode) if negativeNode is not None else []
+        clicks, negative = _clicks(markupsNode), _clicks(negativeNode)
         if tool == "split" and len(clicks) != 2:
             raise InvalidInputError(f"the split tool takes one click in each of the two teeth (2); {len(clicks)} placed")
         if tool == "refine" and tooth is None:

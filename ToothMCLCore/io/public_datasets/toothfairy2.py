@@ -109,8 +109,8 @@ def label_table(labels: dict, restorations: str = "metal", source: str = "datase
                                     "name (region labels are not ToothFairy2's layout)")
         key = " ".join(str(name).lower().split())
         match = _TOOTH.match(key)
-        if keep_structures and structures.value_of_name(key) is not None:
-            table[value] = structures.value_of_name(key)
+        if keep_structures and (structure := structures.value_of_name(key)) is not None:
+            table[value] = structure
         elif match:
             jaw, side, kind = match.group(1), match.group(2), match.group(3)
             table[value] = _QUADRANTS[(jaw, side)] * 10 + _POSITIONS.index(kind) + 1

@@ -94,7 +94,7 @@ def cmd_segment_ios(args) -> int:
         print(f"  {note}")
     predictor = ios_predictor(weights=args.weights, model=args.model, device=args.device, passes=args.passes,
                               mirror=args.mirror, sam_checkpoint=args.sam_checkpoint, fdi_order=args.fdi_order,
-                              paper_protocol=args.paper_protocol or None)
+                              paper_protocol=args.paper_protocol or None, refine=args.refine)
     result = predictor.predict(scan, jaw, progress=Progress(enabled=not args.quiet))
     if result.provenance.get("decimated_from_faces"):
         to = f" to {result.provenance['faces']}" if result.provenance.get("faces") else ""
@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mirror", action=argparse.BooleanOptionalAction,
                    help="Point Transformer models: also segment each sample's mirror image and average (default: "
                         "the model card's; --no-mirror is the paper's way)")
+    i.add_argument("--refine", action=argparse.BooleanOptionalAction,
+                   help="Point Transformer models: settle tooth boundaries on the surface (a graph cut along "
+                        "concave creases, then a random walk between teeth) before numbering (default: on; "
+                        "--no-refine gives the network's own boundaries)")
     i.add_argument("--fdi-order", action=argparse.BooleanOptionalAction,
                    help="SOFTooth models: number teeth with the arch-order prior (default: the card's, on); "
                         "--no-fdi-order numbers by class probabilities alone (the paper's ablation)")

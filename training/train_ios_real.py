@@ -82,6 +82,7 @@ def evaluate(weights: Path, dataset, passes: int | None = None, device: str = "c
                             progress=lambda case, f: logger.info("evaluating %s (%.0f %%)", case, 100 * f))
     summary = summarize(scores)
     summary["sampling_passes"], summary["mirror_passes"] = predictor.passes, predictor.mirror
+    summary["surface_refinement"] = predictor.refine
     return summary
 
 
@@ -123,7 +124,8 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
                             "jaws; the default IOS model. Research use, not a medical device.")
     data["notes"] = (
         f"{card.notes.split(NOTES_MARK)[0].rstrip()}{NOTES_MARK}{a['scans']} jaws, {summary['sampling_passes']} sampling passes"
-        f"{' with a mirror pass each' if summary.get('mirror_passes') else ''}): mean per-tooth "
+        f"{' with a mirror pass each' if summary.get('mirror_passes') else ''}"
+        f"{', boundaries settled on the surface' if summary.get('surface_refinement') else ''}): mean per-tooth "
         f"Dice {up['mean_dice']:.3f} upper / {low['mean_dice']:.3f} lower, tooth vs gingiva (TSA) "
         f"{up['tooth_vs_gingiva']:.3f} / {low['tooth_vs_gingiva']:.3f}, exp(-TLA) {a['exp_neg_TLA']:.3f}, TIR "
         f"{a['TIR']:.3f}, {a['mirrored_teeth']} teeth numbered as their mirror. {LIMITATIONS}")

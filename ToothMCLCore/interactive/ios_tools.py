@@ -69,6 +69,7 @@ class ScanGraph:
         from scipy.spatial import cKDTree
 
         from ..io.mesh_clean import vertex_normals
+        from ..postprocessing.surface import mesh_edges
 
         if mesh.faces is None or len(mesh.faces) == 0:
             raise InvalidInputError("the click tools need a triangle mesh; this scan has no faces")
@@ -78,9 +79,7 @@ class ScanGraph:
             raise InvalidInputError(f"say which jaw this scan is (got {self.jaw!r}); 'upper' or 'lower'")
         v = np.asarray(mesh.vertices_ras, np.float64)
         n = vertex_normals(mesh) if normals is None else np.asarray(normals, np.float64)
-        f = np.asarray(mesh.faces, np.int64)
-        edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-        edges = np.unique(np.sort(edges, axis=1), axis=0)
+        edges = mesh_edges(mesh.faces)
         u, w = edges[:, 0], edges[:, 1]
         vec = v[w] - v[u]
         length = np.linalg.norm(vec, axis=1)

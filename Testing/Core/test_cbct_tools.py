@@ -80,7 +80,7 @@ def test_bad_split_clicks_are_refused_and_change_nothing(phantom):
 def test_an_eroded_tooth_boundary_is_fixed_with_at_most_three_clicks():
     """Every tooth of another phantom loses its outer voxel layer (Dice about 0.70); refine clicks at
     the middle of the largest error (3 at most) bring >= 85 % of teeth back to Dice >= 0.9 (measured
-    90 %, mean 0.96), and voxels far from the tooth never change."""
+    94 %, mean 0.96), and voxels far from the tooth never change."""
     from ToothMCLCore.interactive.cbct_tools import refine_tooth
     from ToothMCLCore.synthetic import make_cbct_phantom
 
@@ -105,3 +105,71 @@ def test_an_eroded_tooth_boundary_is_fixed_with_at_most_three_clicks():
         scores.append(2 * np.count_nonzero(got & mine) / (got.sum() + mine.sum()))
     scores = np.array(scores)
     assert len(scores) > 25 and np.mean(scores >= 0.9) >= 0.85 and scores.mean() >= 0.93, scores
+
+
+@pytest.fixture(scope="module")
+def cbct_model():
+    from ToothMCLCore.inference.cbct import CBCTPredictor
+
+    return CBCTPredictor(device="cpu")  # the shipped default model, as the module loads it
+
+
+def fix_with_clicks(image, labels, truth, tooth, number, clicks_left):
+    """Refine clicks at the middle of the largest error of ``number`` against ``truth == tooth``."""
+    from ToothMCLCore.interactive.cbct_tools import refine_tooth
+
+    mine = truth == tooth
+    for _ in range(clicks_left):
+        got = labels == number
+        if 2 * np.count_nonzero(got & mine) / (got.sum() + mine.sum()) >= 0.9:
+            break
+        missed, extra = mine & ~got, got & ~mine
+        error = missed if missed.sum() >= extra.sum() else extra
+        parts, _ = ndimage.label(error)
+        click = inside_point(image, parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1)
+        labels, _ = refine_tooth(image, labels, number, **{"positive" if error is missed else "negative": [click]})
+    return labels
+
+
+def test_a_missed_tooth_is_added_with_one_click_and_numbered_by_arch_order(phantom, cbct_model):
+    """A tooth erased from the segmentation comes back where the user clicks: the model runs on a
+    window around the click, the tooth under it is added with the number its place in the arch
+    calls for, and at most two refine clicks bring it to Dice >= 0.9 (measured on all 31 teeth of
+    this phantom: 100 %, 81 % with the add click alone, every number right; on phantom seed 5:
+    97 %). Eight teeth across the four quadrants are checked here; other teeth never change."""
+    from ToothMCLCore.interactive.cbct_tools import add_tooth
+
+    image, truth = phantom
+    results = {}
+    for tooth in (11, 16, 23, 27, 31, 35, 44, 47):
+        labels = np.where(truth == tooth, 0, truth)
+        added, record = add_tooth(image, labels, inside_point(image, truth == tooth), cbct_model)
+        assert record.tool == "add" and record.unit == "voxels" and record.labels == (record.label,)
+        assert record.params["model"] == cbct_model.card.name
+        assert np.array_equal(added[labels != 0], labels[labels != 0])  # no other tooth moves
+        fixed = fix_with_clicks(image, added, truth, tooth, record.label, 2)
+        got, want = fixed == record.label, truth == tooth
+        results[tooth] = (record.label, round(2 * np.count_nonzero(got & want) / (got.sum() + want.sum()), 3))
+    assert all(number == tooth for tooth, (number, _) in results.items()), results
+    assert sum(d >= 0.9 for _, d in results.values()) >= 7, results
+
+
+def test_bad_add_clicks_are_refused_and_change_nothing(phantom, cbct_model):
+    """Without a model, on a tooth that is already there, or where the model sees no tooth, the add
+    tool says what to do and the labels stay as they were."""
+    from ToothMCLCore.interactive.cbct_tools import add_tooth
+
+    image, truth = phantom
+    labels = np.where(truth == 36, 0, truth)
+    before = labels.copy()
+    in_36, in_11 = inside_point(image, truth == 36), inside_point(image, truth == 11)
+    corner = (image.geometry.ijk_to_ras @ np.array([1, 1, 1, 1.0]))[:3]
+    with pytest.raises(InvalidInputError, match="none is loaded"):
+        add_tooth(image, labels, in_36, None)
+    with pytest.raises(InvalidInputError, match="already segmented"):
+        add_tooth(image, labels, in_11, cbct_model)
+    with pytest.raises(InvalidInputError, match="sees no missed tooth"):
+        add_tooth(image, labels, corner, cbct_model)
+    with pytest.raises(InvalidInputError, match="already segmented"):
+        add_tooth(image, labels, in_36, cbct_model, number=11)
+    assert np.array_equal(labels, before)

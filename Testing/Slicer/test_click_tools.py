@@ -138,3 +138,45 @@ def test_two_merged_teeth_of_a_cbct_segmentation_are_split_with_two_points(scene
     assert entries[0]["tool"] == "refine" and 2 * np.sum(grown & (truth == 46)) / (grown.sum() + (truth == 46).sum()) >= 0.9
     with pytest.raises(InvalidInputError, match="works on intraoral scans for now"):
         logic.applyClickTool(segmentation, "brush", _points(scene, inside(truth == 36)), value=0)
+
+
+def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(scene, small_phantom):
+    """The module segments an oblique phantom CBCT with its default model; a tooth deleted by
+    mistake comes back with one point: the model that made the segmentation runs around the point
+    (the logic's own, or after a scene reload the one its provenance names), the tooth takes its
+    number back by arch order (Dice >= 0.85 against the truth), undo restores, and the point is in
+    the saved diff. A segmentation that names no model gets a message saying to segment first."""
+    from scipy import ndimage
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.SegmentDisplay import createSegmentationNode, labelsFromSegmentation
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    from ToothMCLCore.errors import InvalidInputError
+
+    image, truth = small_phantom
+    truth = truth.array
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    logic = SegmentationLogic()
+    segmentation = logic.segmentVolume(volume, device="cpu")
+
+    def inside(mask):
+        k, j, i = np.unravel_index(np.argmax(ndimage.distance_transform_edt(mask)), mask.shape)
+        return (image.geometry.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
+
+    for current in (logic, SegmentationLogic()):  # the second: a new session, the model read from provenance
+        current.applyCorrection(segmentation, "delete", tooth=36)
+        deleted = labelsFromSegmentation(segmentation)[0]
+        assert not np.any(deleted == 36)
+        entries = current.applyClickTool(segmentation, "add", _points(scene, inside(truth == 36)))
+        labels = labelsFromSegmentation(segmentation)[0]
+        got, want = labels == 36, truth == 36
+        assert entries[0]["tool"] == "add" and entries[0]["labels"] == [36] and entries[0]["voxels"] == got.sum()
+        assert 2 * np.sum(got & want) / (got.sum() + want.sum()) >= 0.85
+        assert np.array_equal(labels[deleted != 0], deleted[deleted != 0])
+        assert any(e.get("tool") == "add" for e in current.correctionDiff(segmentation))
+        current.undoCorrection(segmentation)
+        assert np.array_equal(labelsFromSegmentation(segmentation)[0], deleted)
+        current.undoCorrection(segmentation)  # the delete
+    bare = createSegmentationNode(scene, np.where(truth == 36, 0, truth).astype(np.uint8), volume)
+    with pytest.raises(InvalidInputError, match="segment the volume with a model first"):
+        SegmentationLogic().applyClickTool(bare, "add", _points(scene, inside(truth == 36)))

@@ -32,7 +32,7 @@ from ..errors import CancelledError, WeightsError
 from ..models.checkpoint import build_checkpoint, load_checkpoint, verify_checkpoint
 from ..models.registry import resolve_weights
 from ..postprocessing.cbct import number_teeth
-from ..preprocessing.cbct import preprocess_cbct, resample_onto
+from ..preprocessing.cbct import detect_intensity_offset, normalize_intensity, preprocess_cbct, resample_onto
 from ..types import Geometry, Volume
 from .device import autocast, resolve_device, resolve_precision
 
@@ -281,6 +281,41 @@ class CBCTPredictor:
 
     def _restore(self, labels_crop: np.ndarray, crop_geom: Geometry, volume: Volume) -> Volume:
         return Volume(restore_labels(labels_crop, crop_geom, volume), volume.geometry, volume.source)
+
+    def window_probabilities(self, volume: Volume, centre_ras) -> tuple[Geometry, np.ndarray]:
+        """The network on one window centred on ``centre_ras`` (the click tools' add): (the
+        window's RAS-aligned geometry at the card's spacing, (34, K, J, I) class probabilities on
+        it). The window is the card's sliding-window size, what the network saw in training (a
+        tooth-sized one lost the context the model needs: :mod:`~ToothMCLCore.interactive.cbct_tools`);
+        intensities are preprocessed as :meth:`predict` does (same offset rule, window and scale)."""
+        import torch
+
+        spacing = self.preprocess_config.spacing_mm
+        shape = tuple(int(s) for s in self.sw_config.roi_size)
+        window = click_window(volume, centre_ras, spacing, shape)
+        offset = detect_intensity_offset(volume.array, self.preprocess_config)
+        x = normalize_intensity(window.array, self.preprocess_config, offset)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            logits = self.net(torch.from_numpy(x)[None, None].to(self.device)).float()
+        return window.geometry, torch.softmax(logits[0], dim=0).cpu().numpy()
+
+
+
+def click_window(volume: Volume, centre_ras, spacing_mm: float, shape_kji) -> Volume:
+    """``volume`` resampled (linear) onto a RAS-aligned grid of ``shape_kji`` voxels at
+    ``spacing_mm``, centred on ``centre_ras``; only the part of the volume under the window is read."""
+    size_ijk = np.asarray(shape_kji, np.float64)[::-1]
+    origin = np.asarray(centre_ras, np.float64).reshape(3) - (size_ijk - 1.0) / 2.0 * spacing_mm
+    geometry = Geometry(np.full(3, float(spacing_mm)), origin, np.eye(3))
+    corners = np.array([[a, b, c, 1.0] for a in (0, size_ijk[0] - 1) for b in (0, size_ijk[1] - 1)
+                        for c in (0, size_ijk[2] - 1)])
+    ijk = (volume.geometry.ras_to_ijk @ geometry.ijk_to_ras @ corners.T)[:3]
+    shape = np.asarray(volume.array.shape)[::-1]
+    lo = np.clip(np.floor(ijk.min(axis=1)).astype(int) - 2, 0, shape - 1)
+    hi = np.clip(np.ceil(ijk.max(axis=1)).astype(int) + 3, lo + 1, shape)
+    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    part = Volume(volume.array[box], _sub_geometry(volume.geometry, box), volume.source)
+    return resample_onto(part, geometry, tuple(int(s) for s in shape_kji))
 
 
 # ----------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from ..models.nnunet import DEFAULT_CHECKPOINT, label_values, load_network, read
 from ..postprocessing.cbct import number_teeth
 from ..preprocessing.cbct import canonical_geometry, resample_to_canonical
 from ..types import Volume
-from .cbct import CBCTResult, ProgressFn, _Reporter, restore_labels, summarize
+from .cbct import CBCTResult, ProgressFn, _Reporter, click_window, restore_labels, summarize
 from .device import autocast, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -206,6 +206,22 @@ class NNUNetCBCTPredictor:
         x = self.normalize(self.to_network_array(canonical.array))
         report("segment", 0.2)
         return canonical, self.from_network_array(self._sliding_window(x, report))  # a view: no third copy
+
+    def window_probabilities(self, volume: Volume, centre_ras):
+        """The network on one patch centred on ``centre_ras`` (the click tools' add): (the
+        window's RAS-aligned geometry at the plans' spacing, (C, K, J, I) probabilities of our
+        classes on it, as :meth:`probabilities`). One patch of the plans' size, the size the
+        network was trained on, preprocessed as :meth:`predict` does; no mirroring."""
+        import torch
+
+        shape = tuple(int(self.patch[int(a)]) for a in np.argsort(self.transpose))  # network axes -> our (k, j, i)
+        window = click_window(volume, centre_ras, self.spacing_mm, shape)
+        x = torch.from_numpy(self.normalize(self.to_network_array(window.array)))[None, None].to(self.device)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            probs = torch.softmax(self.net(x).float(), dim=1)[0].cpu()
+        ours = torch.zeros((self.n_classes,) + tuple(probs.shape[1:]))
+        ours.index_add_(0, torch.from_numpy(self.class_map), probs)
+        return window.geometry, np.ascontiguousarray(self.from_network_array(ours.numpy()))
 
     def _sliding_window(self, x: np.ndarray, report) -> np.ndarray:
         """(C, ...) float32 probabilities of our classes on ``x``'s grid (see :meth:`probabilities`).

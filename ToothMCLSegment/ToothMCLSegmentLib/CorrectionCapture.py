@@ -229,11 +229,12 @@ class CorrectionCapture:
         return self._record(scanNode, labels, corrected, entries)
 
     def applyClickTool(self, scanNode, tool: str, markupsNode, tooth=None, value=None, negativeNode=None,
-                       radiusMm: float | None = None) -> list[dict]:
+                       radiusMm: float | None = None, model=None) -> list[dict]:
         """Fix a labelled scan with clicks (:mod:`.ClickTools`): ``add`` a missed tooth, ``split``
         two merged teeth, ``refine`` a tooth's boundary (``markupsNode`` positive clicks,
         ``negativeNode`` negative ones) or ``brush`` a ``value``; on a CBCT segmentation,
-        ``split`` (one point in each tooth) and ``refine``. Undoable; the diff entry is the interaction (tool,
+        ``add`` (one point; ``model`` the loaded CBCT predictor runs around it), ``split`` (one
+        point in each tooth) and ``refine``. Undoable; the diff entry is the interaction (tool,
         clicks in RAS, numbers, time), saved with the correction.
 
         Raises:
@@ -245,7 +246,7 @@ class CorrectionCapture:
         from .ClickTools import runTool
 
         if scanNode is not None and not isScan(scanNode):
-            return self._applyVolumeClickTool(scanNode, tool, markupsNode, tooth, negativeNode)
+            return self._applyVolumeClickTool(scanNode, tool, markupsNode, tooth, negativeNode, model)
         if scanNode is None:
             raise InvalidInputError("select the segmentation or the labelled scan to fix")
         labels = currentLabels(scanNode)
@@ -257,21 +258,25 @@ class CorrectionCapture:
         return self._record(scanNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])
 
     def _applyVolumeClickTool(self, segmentationNode, tool: str, markupsNode, tooth=None,
-                              negativeNode=None) -> list[dict]:
-        """A CBCT segmentation: ``split`` two merged teeth (one point in each) or ``refine`` a
-        tooth's boundary (:mod:`ToothMCLCore.interactive.cbct_tools`, on its input volume's voxels)."""
+                              negativeNode=None, model=None) -> list[dict]:
+        """A CBCT segmentation: ``add`` a missed tooth (one point, ``model`` run around it), ``split``
+        two merged teeth (one point in each) or ``refine`` a tooth's boundary
+        (:mod:`ToothMCLCore.interactive.cbct_tools`, on its input volume's voxels)."""
         from ToothMCLCore.errors import InvalidInputError
-        from ToothMCLCore.interactive.cbct_tools import refine_tooth, split_tooth
+        from ToothMCLCore.interactive.cbct_tools import add_tooth, refine_tooth, split_tooth
 
         from .SegmentDisplay import INPUT_ROLE
         from .VolumeConversion import volumeFromNode
 
-        if tool not in ("split", "refine"):
-            raise InvalidInputError(f"on a CBCT segmentation the click tools split two merged teeth or move a tooth's "
-                                    f"boundary; {tool!r} works on intraoral scans for now (use the Segment Editor)")
+        if tool not in ("add", "split", "refine"):
+            raise InvalidInputError(f"on a CBCT segmentation the click tools add a missed tooth, split two merged teeth "
+                                    f"or move a tooth's boundary; {tool!r} works on intraoral scans for now (use the "
+                                    "Segment Editor)")
         clicks, negative = _clicks(markupsNode), _clicks(negativeNode)
         if tool == "split" and len(clicks) != 2:
             raise InvalidInputError(f"the split tool takes one click in each of the two teeth (2); {len(clicks)} placed")
+        if tool == "add" and len(clicks) != 1:
+            raise InvalidInputError(f"the add tool takes one click in the missed tooth; {len(clicks)} placed")
         if tool == "refine" and tooth is None:
             raise InvalidInputError("say which tooth to refine (select it in the table)")
         volumeNode = segmentationNode.GetNodeReference(INPUT_ROLE)
@@ -283,7 +288,9 @@ class CorrectionCapture:
         if volume.array.shape != labels.shape or not np.allclose(volume.geometry.ijk_to_ras, ijkToRas, atol=1e-4):
             raise InvalidInputError("the segmentation no longer lies on its CBCT's grid; split the teeth in the Segment "
                                     "Editor")
-        if tool == "split":
+        if tool == "add":
+            corrected, interaction = add_tooth(volume, labels, clicks[0], model)
+        elif tool == "split":
             corrected, interaction = split_tooth(volume, labels, clicks[0], clicks[1])
         else:
             corrected, interaction = refine_tooth(volume, labels, int(tooth), positive=clicks, negative=negative)

@@ -252,9 +252,41 @@ class SegmentationLogic:
         return self.corrections.relabelVertices(modelNode, vertexIndices, target)
 
     def applyClickTool(self, modelNode, tool: str, markupsNode, tooth=None, value=None) -> list[dict]:
-        """Fix a labelled scan with the points of ``markupsNode`` as clicks (``add``, ``split``,
-        ``refine`` of ``tooth``, ``brush`` with ``value``); undoable, clicks saved with the correction."""
-        return self.corrections.applyClickTool(modelNode, tool, markupsNode, tooth=tooth, value=value)
+        """Fix a labelled scan or a CBCT segmentation with the points of ``markupsNode`` as clicks
+        (``add``, ``split``, ``refine`` of ``tooth``, ``brush`` with ``value``); undoable, clicks saved
+        with the correction. Adding a tooth to a CBCT segmentation runs its model around the click
+        (:meth:`clickModel`)."""
+        model = self.clickModel(modelNode) if tool == "add" and modelNode is not None and \
+            not modelNode.IsA("vtkMRMLModelNode") else None
+        return self.corrections.applyClickTool(modelNode, tool, markupsNode, tooth=tooth, value=value, model=model)
+
+    def clickModel(self, segmentationNode):
+        """The CBCT model that made ``segmentationNode``, loaded once and kept: the one this logic
+        segmented with if it is the same (name and SHA-256 of its provenance), else the model its
+        provenance names (a registry name or an nnU-Net folder), loaded now. None when the
+        provenance names none or it cannot be loaded (the add tool then says to segment first)."""
+        from ToothMCLCore.errors import ToothMCLError
+        from ToothMCLCore.inference.cbct_nnunet import cbct_predictor
+
+        provenance = getProvenance(segmentationNode)
+        name, sha = provenance.get("model"), provenance.get("model_sha256")
+        if self._predictor is not None:
+            cached = self._predictor[1]
+            cachedName = getattr(getattr(cached, "card", None), "name", getattr(cached, "name", None))
+            cachedSha = getattr(getattr(cached, "card", None), "sha256", getattr(cached, "checkpoint_sha256", None))
+            if hasattr(cached, "window_probabilities") and cachedName == name and (not sha or cachedSha == sha):
+                return cached
+        weights = provenance.get("model_folder") or None
+        if not (weights or name):
+            return None
+        key = ("cbct_predictor", weights, None if weights else name, "cpu")
+        try:
+            predictor = cbct_predictor(weights=weights, model=None if weights else name, device="cpu")
+        except ToothMCLError as exc:
+            logger.warning("could not load %s for the click tools: %s", weights or name, exc)
+            return None
+        self._predictor = (key, predictor)
+        return predictor
 
     def createToothModels(self, modelNode) -> list:
         """One model node per tooth of a labelled scan, named and coloured by FDI number."""

@@ -175,7 +175,7 @@ class TeethPanel(VTKObservationMixin):
         self.ui.relabelRegionButton.enabled = scan and self.ui.regionROISelector.currentNode() is not None
         needsTooth = self.ui.clickToolComboBox.currentData == "refine"
         tool = self.ui.clickToolComboBox.currentData
-        self.ui.applyClickToolButton.enabled = (self._node is not None and (scan or tool in ("split", "refine"))
+        self.ui.applyClickToolButton.enabled = (self._node is not None and (scan or tool in ("add", "split", "refine"))
                                                 and self.ui.clickPointsSelector.currentNode() is not None
                                                 and (not needsTooth or len(self._selected()) == 1))
 

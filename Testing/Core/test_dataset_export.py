@@ -274,3 +274,47 @@ def test_ios_labels_in_file_order_keep_an_unreferenced_vertex_and_remap_faces(tm
     np.testing.assert_allclose(record.mesh.vertices_ras[1:], vertices[1:], atol=1e-6)
     if save_vertices:
         np.testing.assert_allclose(record.mesh.vertices_ras[0], stray[0], atol=1e-6)
+
+
+def test_click_interactions_are_exported_with_the_case_each_click_placed_in_it(tmp_path):
+    """A CBCT case whose two merged teeth were split with two clicks (then renumbered in a second
+    revision) and a scan painted with the brush: the export carries every interaction with the
+    store revision it was saved in, and each click's voxel (CBCT) or nearest vertex (IOS) in the
+    exported case, so a click model can be trained from them; a case fixed without clicks has none."""
+    from ToothMCLCore.interactive.cbct_tools import split_tooth
+    from ToothMCLCore.interactive.ios_tools import ScanGraph, brush
+
+    store = CorrectionStore(tmp_path / "store", create=True)
+    path = _scan(tmp_path, "c1", 1)
+    labels = _labels(1)
+    merged = np.where(labels == 21, 11, labels)
+
+    def ras(k, j, i):
+        return (GEOMETRY.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
+
+    image = Volume(np.zeros(labels.shape, np.float32), GEOMETRY)
+    split, interaction = split_tooth(image, merged, ras(2, 2, 2), ras(2, 6, 2))
+    store.save("c1", prediction=merged, corrected=split, geometry=GEOMETRY, model=MODEL, annotator="ann",
+               input_path=path, diff=[interaction.to_operation()])
+    store.save("c1", prediction=merged, corrected=np.where(split == 36, 37, split), geometry=GEOMETRY, model=MODEL,
+               annotator="lead", input_path=path, diff=[{"op": "reassign", "from": 36, "to": 37}])
+    _save_cbct(store, tmp_path, "c2", 2)
+
+    cases = {c.case_id: c for c in export_store(store, tmp_path / "cbct", "nnunet", split=(1, 0, 0)).dataset.cases}
+    (exported,) = cases["c1"].interactions()
+    assert exported["tool"] == "split" and exported["revision"] == 1 and exported["annotator"] == "ann"
+    assert [c["voxel_kji"] for c in exported["clicks"]] == [[2, 2, 2], [2, 6, 2]]
+    assert sorted(exported["labels"]) == sorted(interaction.labels) and exported["voxels"] == interaction.changed
+    assert cases["c2"].interactions() == [] and "interactions" not in cases["c2"].paths
+
+    mesh_path, vertices, faces = _jaw_mesh(tmp_path, "scan")
+    teeth = np.array([0] * 10 + [36] * 5 + [46] * 5)
+    graph = ScanGraph(SurfaceMesh(vertices, faces, jaw="lower"), jaw="lower")
+    painted, stroke = brush(graph, teeth, vertices[12] + [0.0, 0.0, 0.5], 36, radius_mm=1.0)
+    store.save("scan", input_path=mesh_path, prediction=teeth, corrected=painted, model={"model": "ios_pt_v1"},
+               annotator="ann", modality="ios", jaw="lower", vertices=vertices, diff=[stroke.to_operation()])
+    (case,) = export_store(store, tmp_path / "ios", "teeth3ds").dataset.cases
+    (exported,) = case.interactions()
+    assert exported["tool"] == "brush" and exported["clicks"][0]["vertex"] == 12
+    assert exported["clicks"][0]["distance_mm"] == pytest.approx(0.5, abs=1e-3)
+    assert case.paths["interactions"].name == "scan.interactions.json"

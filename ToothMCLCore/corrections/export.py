@@ -18,7 +18,9 @@ Where the arrays come from:
 
 Case ids become file-name-safe ids (``case 17`` -> ``case_17``, made unique); the store's id,
 revision, annotator, save time, model and input SHA-256 go into the manifest (never the input
-path, which may hold a patient name). Every input is found and checked before anything is
+path, which may hold a patient name). The click-tool interactions saved in the case's revisions
+(up to the exported one) are exported with it, each click placed in the exported image or mesh
+(:mod:`~ToothMCLCore.io.dataset_layout`). Every input is found and checked before anything is
 written, so a missing one fails in seconds, and the store is only read.
 """
 
@@ -195,10 +197,24 @@ def _metadata(rev: Revision) -> dict:
             "input_sha256": rev.input_sha256}
 
 
+def _interactions(store, rev: Revision) -> list[dict]:
+    """The click-tool interactions saved in the case's revisions up to ``rev``, oldest first, each
+    with the ``revision`` (and its annotator) it was saved in."""
+    out = []
+    for earlier in store.revisions(rev.case_id):
+        if earlier.revision > rev.revision:
+            break
+        for op in earlier.operations:
+            if isinstance(op, dict) and op.get("op") == "interactive":
+                out.append({**op, "revision": earlier.revision, "annotator": earlier.annotator})
+    return out
+
+
 def _record(store, plan: _Plan) -> CBCTRecord | IOSRecord:
     rev = plan.revision
     loaded = store.load(rev.case_id, rev.revision)
     source = f"store:{rev.case_id}@{rev.revision}"
+    interactions = _interactions(store, rev)
     if rev.modality == "cbct":
         from ..io.volume import read_volume
 
@@ -212,13 +228,13 @@ def _record(store, plan: _Plan) -> CBCTRecord | IOSRecord:
                            "both are exported on the saved one", rev.case_id)
         image = Volume(volume.array, rev.geometry, source=str(plan.input_path))
         labels = Volume(loaded.corrected, rev.geometry)
-        return CBCTRecord(plan.dataset_id, rev.patient_id, image, labels, source, _metadata(rev))
+        return CBCTRecord(plan.dataset_id, rev.patient_id, image, labels, source, _metadata(rev), interactions)
     mesh = _ios_mesh(rev, loaded.corrected, loaded.vertices_ras, plan.input_path)
     jaw = rev.jaw or _jaw_from_labels(rev, loaded.corrected)
     from ..io.teeth3ds import instances_from_labels
 
     return IOSRecord(plan.dataset_id, rev.patient_id, jaw, mesh, loaded.corrected.astype(np.int32),
-                     instances_from_labels(loaded.corrected), source, _metadata(rev))
+                     instances_from_labels(loaded.corrected), source, _metadata(rev), interactions)
 
 
 def _ios_mesh(rev: Revision, labels: np.ndarray, vertices, path: Path) -> SurfaceMesh:

@@ -39,6 +39,15 @@ learn them, and the teeth of such a case are still good training data.
 The channel is named ``"CBCT"``: nnU-Net then z-scores each image (its ``"CT"`` normalisation
 assumes calibrated Hounsfield units, which CBCT scanners do not give).
 
+Interactions. A case whose labels were fixed with the click tools
+(:mod:`ToothMCLCore.interactive`) carries them in one more file, ``interactions/<case>.json``
+(CBCT) or ``<jaw>/<patient>/<case>.interactions.json`` (IOS): ``{"case_id", "modality",
+"interactions": [...]}``, each interaction as the store saved it (tool, label(s), time, settings,
+the store ``revision`` it was saved in) with every click's ``ras`` (mm) and where it falls in the
+exported case: ``voxel_kji`` of the exported image (CBCT; null outside it), or the nearest
+``vertex`` of the exported mesh and its ``distance_mm`` (IOS). That is what a click-trained model
+is fine-tuned from; :meth:`DatasetCase.interactions` reads it back.
+
 ``splits.json`` is ``{"train": [...], "val": [...], "test": [...]}`` (case ids); splits are by
 patient (:mod:`ToothMCLCore.io.dataset_split`). ``manifest.json`` holds every other file's
 relative path, SHA-256 and size, each case's patient, split, source and metadata, the tool
@@ -215,7 +224,46 @@ def _write_record(staging: Path, record, format: str, seen: dict) -> dict:
         entry.update(_write_cbct(staging, record, case_id))
     else:
         entry.update(_write_ios(staging, record, case_id, patient_id))
+    if record.interactions:
+        entry["files"]["interactions"] = _write_interactions(staging, record, case_id, format, entry["files"])
+        entry["interactions"] = len(record.interactions)
     return entry
+
+
+def _write_interactions(staging: Path, record, case_id: str, format: str, files: dict) -> str:
+    """The case's click-tool interactions with each click placed in the exported case (module
+    docstring); returns the file's path relative to ``staging``."""
+    interactions = _json_safe(list(record.interactions), f"interactions of case {case_id!r}")
+    if format == "nnunet":
+        to_ijk = record.image.geometry.ras_to_ijk
+        shape = np.asarray(record.image.array.shape)
+
+        def place(ras):
+            ijk = np.round((to_ijk @ np.r_[np.asarray(ras, np.float64), 1.0])[:3]).astype(int)
+            kji = ijk[::-1]
+            return {"voxel_kji": [int(v) for v in kji] if np.all((kji >= 0) & (kji < shape)) else None}
+        rel = f"interactions/{case_id}.json"
+    else:
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(np.asarray(record.mesh.vertices_ras, np.float64))
+
+        def place(ras):
+            distance, vertex = tree.query(np.asarray(ras, np.float64))
+            return {"vertex": int(vertex), "distance_mm": round(float(distance), 3)}
+        rel = files["labels"][: -len(".json")] + ".interactions.json"
+    for interaction in interactions:
+        clicks = interaction.get("clicks") if isinstance(interaction, dict) else None
+        if not isinstance(clicks, list):
+            raise InvalidInputError(f"case {case_id!r}: an interaction without a list of clicks ({interaction!r})")
+        for click in clicks:
+            ras = click.get("ras") if isinstance(click, dict) else None
+            if not (isinstance(ras, list) and len(ras) == 3 and np.all(np.isfinite(np.asarray(ras, np.float64)))):
+                raise InvalidInputError(f"case {case_id!r}: a click without a finite RAS position ({click!r})")
+            click.update(place(ras))
+    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+    _write_json(staging / rel, {"case_id": case_id, "modality": FORMATS[format], "interactions": interactions})
+    return rel
 
 
 def _write_cbct(staging: Path, record: CBCTRecord, case_id: str) -> dict:

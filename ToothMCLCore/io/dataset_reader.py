@@ -36,7 +36,8 @@ class DatasetCase:
     Attributes:
         case_id, patient_id, split: as exported (split is "train", "val" or "test").
         modality: "cbct" or "ios"; jaw: "upper"/"lower" for IOS, None for CBCT.
-        paths: absolute paths: ``{"image", "labels"}`` (CBCT) or ``{"mesh", "labels"}`` (IOS).
+        paths: absolute paths: ``{"image", "labels"}`` (CBCT) or ``{"mesh", "labels"}`` (IOS),
+            and ``"interactions"`` when the case's labels were fixed with click tools.
         source, metadata: the record's, as kept in the manifest.
         label_values: class index -> label value of the CBCT label maps (None for IOS).
         fold: cross-validation fold of the case's patient (exported with ``folds``), else None.
@@ -73,6 +74,21 @@ class DatasetCase:
         mesh = SurfaceMesh(vertices, faces, jaw=self.jaw or "", source=str(self.paths["mesh"]))
         return IOSRecord(self.case_id, self.patient_id, doc.jaw, mesh, doc.labels, doc.instances, self.source,
                          dict(self.metadata))
+
+
+    def interactions(self) -> list[dict]:
+        """The click-tool interactions exported with the case (each click with its ``ras`` and its
+        ``voxel_kji`` or ``vertex`` in this case; :mod:`~ToothMCLCore.io.dataset_layout`), [] if none."""
+        path = self.paths.get("interactions")
+        if path is None:
+            return []
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{path} cannot be read as JSON ({exc}); export the dataset again") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("interactions"), list):
+            raise InvalidInputError(f"{path} holds no list of interactions; export the dataset again")
+        return doc["interactions"]
 
 
 @dataclass(frozen=True)

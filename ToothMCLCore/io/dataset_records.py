@@ -28,6 +28,9 @@ class CBCTRecord:
         labels: FDI label map with exactly ``image``'s shape and geometry.
         source: where it came from (a path, ``store:case@revision``), for the manifest.
         metadata: anything else worth keeping (kept in the manifest, JSON-serialisable).
+        interactions: the annotator's click-tool interactions that led to these labels (the
+            ``{"op": "interactive", ...}`` operations of the store's revisions, each with its
+            ``revision``), written beside the case (:mod:`~ToothMCLCore.io.dataset_layout`).
     """
 
     case_id: str
@@ -36,6 +39,7 @@ class CBCTRecord:
     labels: Volume
     source: str = ""
     metadata: dict = field(default_factory=dict)
+    interactions: list = field(default_factory=list)
 
 
 @dataclass
@@ -50,7 +54,7 @@ class IOSRecord:
         mesh: vertices (mm, RAS) and faces, in the file order the labels follow.
         labels: ``(N,)`` int FDI per vertex, 0 = gingiva.
         instances: ``(N,)`` int instance per vertex, 0 = gingiva.
-        source, metadata: as for :class:`CBCTRecord`.
+        source, metadata, interactions: as for :class:`CBCTRecord`.
     """
 
     case_id: str
@@ -61,3 +65,4 @@ class IOSRecord:
     instances: object
     source: str = ""
     metadata: dict = field(default_factory=dict)
+    interactions: list = field(default_factory=list)

@@ -1,20 +1,19 @@
 """The paper-size SwinUNETR on 2 CPU cores: per-window options side by side, then a whole scan.
 
-    python benchmarks/cbct_paper_size.py [--repeats 3] [--skip-scan] [--skip-compile]
+    python benchmarks/cbct_paper_size.py [--repeats 3] [--skip-scan] [--skip-compile] [--backend onnxruntime]
 
 The demo CBCT model is small (feature size 12, 0.75 mm); the paper's is SwinUNETR with feature
 size 48 and depths 2-2-2-2 (the released code also uses its v2 blocks), on 0.3 mm scans. Random
 weights cost what trained ones cost.
 
 1. One 96^3 window of that network, the same input, in the same run, best of ``--repeats``:
-   fp32 (the baseline), bfloat16 autocast, channels-last memory (fp32 and bf16), and
-   ``torch.compile`` (time to compile printed apart). ONNX Runtime and OpenVINO are not
-   installed here (neither is a dependency); they would have to beat bf16 by enough to carry a
-   second runtime.
+   fp32 (the baseline), bfloat16 autocast, channels-last memory (fp32 and bf16), ONNX Runtime
+   fp32 (``--backend onnxruntime``, needs the ``onnx`` extra; export time printed apart) and
+   ``torch.compile`` (time to compile printed apart). OpenVINO is not installed here.
 2. A whole scan: a 400 x 400 x 250 phantom at 0.3 mm through ``toothmcl segment-cbct`` end to end
    (its own process: imports, read, ROI crop, windows over the dentition, clean-up, restore,
    write) with a paper-size card (0.3 mm, 96^3 windows, overlap 0.25, the demo ROI model), at
-   ``--precision auto``. The goal is 3 minutes on 2 cores.
+   ``--precision auto`` and ``--backend`` as given (default torch). The goal is 3 minutes on 2 cores.
    The baseline, plain MONAI sliding window over the whole volume at overlap 0.5 in fp32, would
    take about an hour here; it is *estimated* as its window count times the fp32 window time of
    part 1 (the pre- and post-processing it shares with ours are left out, which favours it).
@@ -23,6 +22,7 @@ weights cost what trained ones cost.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -58,6 +58,24 @@ def time_window(net, x, repeats: int, precision: str = "fp32", channels_last: bo
     return best
 
 
+def time_onnx(net, x, repeats: int) -> float:
+    """Best seconds of one window in ONNX Runtime (``--backend onnxruntime``; export not counted)."""
+    import tempfile
+
+    from ToothMCLCore.inference.onnx_backend import ONNXWindows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run = ONNXWindows(net, "paper_size_random", tuple(x.shape[2:]), cache=Path(tmp))
+        print(f"  ONNX export and session: {time.perf_counter() - start:.1f} s (once per model and window size)")
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(x)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def windows(shape, roi, overlap: float) -> int:
     n = 1
     for s, r in zip(shape, roi):
@@ -75,6 +93,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                        help="what runs the whole scan's windows (part 2)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     net = build_swinunetr(**PAPER_ARCH).eval()
@@ -86,6 +106,7 @@ def main(argv=None) -> int:
     results["bf16 autocast"] = time_window(net, x, args.repeats, "bf16")
     results["channels-last fp32"] = time_window(net, x, args.repeats, channels_last=True)
     results["channels-last bf16"] = time_window(net, x, args.repeats, "bf16", channels_last=True)
+    results["ONNX Runtime fp32"] = time_onnx(net, x, args.repeats)
     if not args.skip_compile:
         start = time.perf_counter()
         compiled = torch.compile(net)
@@ -103,13 +124,13 @@ def main(argv=None) -> int:
           f"{base:.2f} s = about {full * base / 60:.0f} min in fp32 (estimate, network only)")
     if args.skip_scan:
         return 0
-    seconds = run_scan()
-    print(f"toothmcl segment-cbct, paper-size model, whole scan end to end: {seconds:.1f} s "
+    seconds = run_scan(args.backend)
+    print(f"toothmcl segment-cbct --backend {args.backend}, paper-size model, whole scan end to end: {seconds:.1f} s "
           f"({seconds / 60:.1f} min; goal 3 min); {full * base / seconds:.1f}x the estimated baseline")
     return 0
 
 
-def run_scan() -> float:
+def run_scan(backend: str = "torch") -> float:
     """Seconds of ``toothmcl segment-cbct`` on the paper-size phantom with a paper-size card."""
     import torch
 
@@ -130,14 +151,20 @@ def run_scan() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights = tmp / "paper_size.safetensors"
-        save_checkpoint(build_swinunetr(**PAPER_ARCH), ModelCard.from_dict(card), weights)
+        net = build_swinunetr(**PAPER_ARCH).eval()
+        saved = save_checkpoint(net, ModelCard.from_dict(card), weights)
+        env = dict(os.environ, TOOTHMCL_CACHE=str(tmp / "cache"))
+        if backend == "onnxruntime":  # the export happens once per model: not part of a scan's time
+            from ToothMCLCore.inference.onnx_backend import ONNXWindows
+
+            ONNXWindows(net, saved.sha256, WINDOW, cache=tmp / "cache" / "onnx")
         fov = tuple(s * SPACING_MM for s in SCAN_SHAPE)
         image, _ = make_cbct_phantom(3, spacing=SPACING_MM, field_of_view_mm=fov)
         write_volume(tmp / "scan.nii.gz", image)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "ToothMCLCore.cli", "segment-cbct", str(tmp / "scan.nii.gz"), "-o",
-                        str(tmp / "out.seg.nrrd"), "--weights", str(weights), "--device", "cpu", "-q"],
-                       check=True, stdout=subprocess.DEVNULL)
+                        str(tmp / "out.seg.nrrd"), "--weights", str(weights), "--device", "cpu", "-q", "--backend", backend],
+                       check=True, stdout=subprocess.DEVNULL, env=env)
         seconds = time.perf_counter() - start
         print(f"  phantom (K, J, I) {image.array.shape} at {SPACING_MM} mm")
     return seconds

@@ -16,7 +16,8 @@ def cache(tmp_path, monkeypatch):
 
 def test_onnx_runtime_windows_give_the_labels_pytorch_gives_and_the_graph_is_exported_once(small_phantom, cache):
     """The shipped demo model over overlapping windows (not one whole-crop window): ONNX Runtime's
-    labels equal PyTorch fp32's on >= 99.9 % of the voxels, the provenance says which backend ran,
+    labels equal PyTorch fp32's on >= 99.9 % of the voxels (same Dice against the truth), the
+    provenance says which backend ran,
     the exported graph is cached under $TOOTHMCL_CACHE/onnx and a second predictor reuses it."""
     from ToothMCLCore.inference.cbct import CBCTPredictor
 
@@ -26,6 +27,10 @@ def test_onnx_runtime_windows_give_the_labels_pytorch_gives_and_the_graph_is_exp
     onnx_run = first.predict(image)
     assert first._onnx.exported and first._onnx.path.parent == cache / "onnx" and first._onnx.path.is_file()
     assert np.mean(onnx_run.labels.array == torch_run.labels.array) >= 0.999
+    from ToothMCLCore.evaluation.dice import dice_per_tooth, mean_dice
+
+    scores = [mean_dice(dice_per_tooth(run.labels.array, truth.array)) for run in (torch_run, onnx_run)]
+    assert abs(scores[0] - scores[1]) <= 0.002, scores  # the same segmentation quality
     assert onnx_run.provenance["backend"] == "onnxruntime" and onnx_run.provenance["precision"] == "fp32"
     assert torch_run.provenance["backend"] == "torch"
     again = CBCTPredictor(device="cpu", whole_crop_max_voxels=0, backend="onnxruntime")

@@ -180,3 +180,21 @@ def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(s
     bare = createSegmentationNode(scene, np.where(truth == 36, 0, truth).astype(np.uint8), volume)
     with pytest.raises(InvalidInputError, match="segment the volume with a model first"):
         SegmentationLogic().applyClickTool(bare, "add", _points(scene, inside(truth == 36)))
+
+
+def test_the_sam_prompt_without_a_checkpoint_says_where_to_put_one(labelled, monkeypatch, tmp_path):
+    """No SAM checkpoint in $TOOTHMCL_SAM_CHECKPOINT or the cache: the SAM tool says how to give one
+    and the scan's labels do not change."""
+    from ToothMCLSegmentLib import ClickTools
+    from ToothMCLSegmentLib.VertexLabels import vertexLabels
+
+    from ToothMCLCore.errors import InvalidInputError
+
+    scene, node, logic, before = labelled
+    monkeypatch.delenv("TOOTHMCL_SAM_CHECKPOINT", raising=False)
+    monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path))
+    monkeypatch.setattr(ClickTools, "_sam", [])
+    gingiva = _centre(node, vertexLabels(node) == 0)
+    with pytest.raises(InvalidInputError, match="SAM checkpoint"):
+        logic.applyClickTool(node, "sam", _points(scene, gingiva))
+    assert np.array_equal(vertexLabels(node), before)

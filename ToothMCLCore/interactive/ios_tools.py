@@ -102,6 +102,8 @@ class ScanGraph:
         self.vertices = v
         self._tree = cKDTree(v)
         self._canonical = None
+        #: the canonical jaw frame (:func:`~ToothMCLCore.preprocessing.ios.canonical_frame`), set by canonical_points
+        self.frame = None
 
     # -- helpers --------------------------------------------------------------------------
     def vertex_at(self, ras) -> int:
@@ -199,8 +201,8 @@ class ScanGraph:
             from ..io.jaw_geometry import occlusal_direction
             from ..preprocessing.ios import canonical_frame
 
-            frame = canonical_frame(self.vertices, occlusal_direction(self.mesh), self.jaw)
-            self._canonical = frame.apply(self.vertices)
+            self.frame = canonical_frame(self.vertices, occlusal_direction(self.mesh), self.jaw)
+            self._canonical = self.frame.apply(self.vertices)
         return self._canonical
 
 

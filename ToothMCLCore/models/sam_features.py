@@ -186,6 +186,55 @@ def build_image_encoder(model_type: str = "vit_b", checkpoint_path=None, sha256:
     return encoder, weights_id
 
 
+def build_sam(model_type: str = "vit_b", checkpoint_path=None, sha256: str | None = None,
+              tiny_img_size: int = 256):
+    """The whole SAM (image encoder, prompt encoder, mask decoder), frozen, for click prompts
+    (:mod:`ToothMCLCore.interactive.sam_tools`), and the identity of its weights.
+
+    ``vit_b``/``vit_l``/``vit_h`` need the official checkpoint (read as :func:`build_image_encoder`
+    reads it: weights only, SHA-256 checked). ``"tiny"``: :class:`TinySAMEncoder` with a small
+    prompt encoder and mask decoder (one transformer layer) drawn from a fixed seed, for tests:
+    it runs the whole prompt path, its masks mean nothing.
+
+    Raises:
+        ConfigError: unknown model type. WeightsError: a ViT without its checkpoint, or as
+            :func:`build_image_encoder`.
+    """
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"model_type must be one of {MODEL_TYPES} (got {model_type!r})")
+    if model_type == "tiny":
+        encoder, _ = build_image_encoder("tiny", tiny_img_size=tiny_img_size)
+        side = encoder.img_size // PATCH
+        torch.manual_seed(0)
+        sam = Sam(encoder, PromptEncoder(embed_dim=EMBED_DIM, image_embedding_size=(side, side),
+                                         input_image_size=(encoder.img_size, encoder.img_size), mask_in_chans=16),
+                  MaskDecoder(num_multimask_outputs=3, transformer_dim=EMBED_DIM, iou_head_depth=3,
+                              iou_head_hidden_dim=64,
+                              transformer=TwoWayTransformer(depth=1, embedding_dim=EMBED_DIM, mlp_dim=256, num_heads=8)),
+                  pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD))
+        weights_id = _tensor_digest(sam)
+    else:
+        if checkpoint_path is None:
+            raise WeightsError(f"SAM {model_type} needs its checkpoint for click prompts; download "
+                               f"{SAM_URL}sam_{model_type}_*.pth (see segment-anything's README)")
+        from segment_anything import sam_model_registry
+
+        expected = sha256 or SAM_SHA256[model_type]
+        what = "the given sha256" if sha256 else f"the published SHA-256 of the official SAM {model_type}"
+        state, weights_id = _read_state_dict(Path(checkpoint_path), expected, what)
+        sam = sam_model_registry[model_type](checkpoint=None)
+        try:
+            sam.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"{Path(checkpoint_path).name} does not fit SAM {model_type}: "
+                               f"{str(exc).splitlines()[0]}; check model_type") from None
+    sam.requires_grad_(False)
+    sam.eval()
+    return sam, weights_id
+
+
 class SAMFeatureExtractor:
     """Frozen SAM embeddings of occlusal views and their per-face samples (cached on disk).
 
@@ -198,6 +247,8 @@ class SAMFeatureExtractor:
         use_cache: read and write embeddings under ``cache_root``.
         cache_root: default ``cache_dir() / "sam"`` (``$TOOTHMCL_CACHE``).
         tiny_img_size: input size of the tiny encoder (embedding ``tiny_img_size / 16``).
+        encoder: ``(module, weights id)`` of an encoder already built (then the checkpoint
+            arguments are not used).
 
     Attributes:
         encoder_calls: how many times the encoder ran (cache misses).
@@ -205,13 +256,16 @@ class SAMFeatureExtractor:
 
     def __init__(self, checkpoint_path=None, model_type: str = "vit_b", sha256: str | None = None,
                  device: str = "auto", *, allow_random_init: bool = False, use_cache: bool = True,
-                 cache_root: str | os.PathLike | None = None, tiny_img_size: int = 256):
+                 cache_root: str | os.PathLike | None = None, tiny_img_size: int = 256, encoder=None):
         from ..inference.device import resolve_device
 
         self.model_type = model_type
         self.device = resolve_device(device)
-        encoder, self.weights_id = build_image_encoder(model_type, checkpoint_path, sha256, allow_random_init,
-                                                       tiny_img_size)
+        if encoder is not None:  # (module, weights id) already built, e.g. :func:`build_sam`'s
+            encoder, self.weights_id = encoder
+        else:
+            encoder, self.weights_id = build_image_encoder(model_type, checkpoint_path, sha256, allow_random_init,
+                                                           tiny_img_size)
         self.encoder = encoder.to(self.device)
         self.img_size = int(encoder.img_size)
         self.use_cache = use_cache

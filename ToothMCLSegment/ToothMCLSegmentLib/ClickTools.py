@@ -22,9 +22,28 @@ PROBABILITY_ARRAY_NAME = "Tooth probability"
 #: the tools (name -> how many clicks they take: exactly, or at least one)
 TOOLS = {"add": "one click on the missed tooth", "split": "one click on each of the two teeth",
          "refine": "clicks where the tooth should reach (and, as negative, where it should not)",
-         "brush": "one click where to paint"}
+         "brush": "one click where to paint", "sam": "one click on the missed tooth's crown"}
 
 _graphs: dict[str, tuple[tuple, object]] = {}
+_sam: list = []  # the SAM prompter, loaded once per session
+
+
+def samPrompter():
+    """SAM for the ``sam`` tool (:mod:`ToothMCLCore.interactive.sam_tools`): the checkpoint SOFTooth
+    would use (``$TOOTHMCL_SAM_CHECKPOINT``, else the ToothMCL cache's ``sam_checkpoints`` folder),
+    loaded once; None when there is none (the tool then says how to give one)."""
+    from ToothMCLCore.errors import WeightsError
+    from ToothMCLCore.inference.softooth import SOFToothSettings, resolve_sam_checkpoint
+    from ToothMCLCore.interactive.sam_tools import SAMPrompter
+
+    if not _sam:
+        settings = SOFToothSettings()
+        try:
+            path = resolve_sam_checkpoint(settings)
+        except WeightsError:
+            return None
+        _sam.append(SAMPrompter(path, model_type=settings.sam_model_type, device="cpu"))
+    return _sam[0]
 
 
 def storeToothProbability(modelNode, probability) -> None:
@@ -108,6 +127,11 @@ def runTool(modelNode, labels: np.ndarray, tool: str, clicks: list, tooth=None, 
     if tool == "add":
         _count(clicks, 1, tool)
         return ios_tools.add_tooth(graph, labels, clicks[0], number=tooth)
+    if tool == "sam":
+        from ToothMCLCore.interactive.sam_tools import sam_add_tooth
+
+        _count(clicks, 1, tool)
+        return sam_add_tooth(graph, labels, clicks[0], samPrompter(), number=tooth)
     if tool == "split":
         _count(clicks, 2, tool)
         return ios_tools.split_tooth(graph, labels, clicks[0], clicks[1])

@@ -61,7 +61,8 @@ class TeethPanel(VTKObservationMixin):
         ui.clickPointsSelector.setMRMLScene(slicer.mrmlScene)
         ui.clickPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.onSelection())
         for text, tool in ((_("Add missed tooth"), "add"), (_("Split two teeth"), "split"),
-                           (_("Grow selected tooth"), "refine"), (_("Paint region label"), "brush")):
+                           (_("Grow selected tooth"), "refine"), (_("Paint region label"), "brush"),
+                           (_("Add missed tooth with SAM (scans)"), "sam")):
             ui.clickToolComboBox.addItem(text, tool)
         ui.clickToolComboBox.connect("currentIndexChanged(int)", lambda index: self.onSelection())
         ui.applyClickToolButton.connect("clicked(bool)", self.onApplyClickTool)

@@ -77,17 +77,24 @@ def test_bad_split_clicks_are_refused_and_change_nothing(phantom):
     assert np.array_equal(truth, before)
 
 
-def test_an_eroded_tooth_boundary_is_fixed_with_at_most_three_clicks():
+@pytest.mark.parametrize("with_model", [False, True])
+def test_an_eroded_tooth_boundary_is_fixed_with_at_most_three_clicks(with_model, request):
     """Every tooth of another phantom loses its outer voxel layer (Dice about 0.70); refine clicks at
-    the middle of the largest error (3 at most) bring >= 85 % of teeth back to Dice >= 0.9 (measured
-    94 %, mean 0.96), and voxels far from the tooth never change."""
+    the middle of the largest error (3 at most) bring >= 85 % of teeth back to Dice >= 0.9 with the
+    intensity alone (measured 94 %, mean 0.96) and >= 97 % with the model's tooth probability too
+    (measured on all 31: 100 %, mean 0.98; every sixth tooth here); voxels far from the tooth never
+    change."""
     from ToothMCLCore.interactive.cbct_tools import refine_tooth
     from ToothMCLCore.synthetic import make_cbct_phantom
+
+    model = request.getfixturevalue("cbct_model") if with_model else None
 
     image, truth = make_cbct_phantom(5, spacing=0.8)
     truth = truth.array.astype(np.int64)
     scores = []
-    for tooth in fdi.present_teeth(np.unique(truth)):
+    teeth = fdi.present_teeth(np.unique(truth))
+    # with the model every click also runs a network window: a sixth of the teeth keeps CI short
+    for tooth in teeth[::6] if with_model else teeth:
         mine = truth == tooth
         labels = np.where(mine & ~ndimage.binary_erosion(mine), 0, truth)
         far = ndimage.distance_transform_edt(~mine) > 8
@@ -99,12 +106,14 @@ def test_an_eroded_tooth_boundary_is_fixed_with_at_most_three_clicks():
             parts, _ = ndimage.label(error)
             click = inside_point(image, parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1)
             before = labels
-            labels, record = refine_tooth(image, labels, tooth, **{"positive" if error is missed else "negative": [click]})
+            labels, record = refine_tooth(image, labels, tooth, model=model,
+                                          **{"positive" if error is missed else "negative": [click]})
             assert record.tool == "refine" and np.array_equal(labels[far], before[far])
         got = labels == tooth
         scores.append(2 * np.count_nonzero(got & mine) / (got.sum() + mine.sum()))
     scores = np.array(scores)
-    assert len(scores) > 25 and np.mean(scores >= 0.9) >= 0.85 and scores.mean() >= 0.93, scores
+    floor, mean, count = (0.97, 0.97, 5) if with_model else (0.85, 0.93, 25)
+    assert len(scores) >= count and np.mean(scores >= 0.9) >= floor and scores.mean() >= mean, scores
 
 
 @pytest.fixture(scope="module")

@@ -293,7 +293,8 @@ class CorrectionCapture:
         elif tool == "split":
             corrected, interaction = split_tooth(volume, labels, clicks[0], clicks[1])
         else:
-            corrected, interaction = refine_tooth(volume, labels, int(tooth), positive=clicks, negative=negative)
+            corrected, interaction = refine_tooth(volume, labels, int(tooth), positive=clicks, negative=negative,
+                                                  model=model)
         if not np.any(corrected != labels):
             raise InvalidInputError(f"the {tool} tool changed nothing here; place the clicks elsewhere")
         return self._record(segmentationNode, labels, corrected.astype(labels.dtype), [interaction.to_operation()])

@@ -256,9 +256,26 @@ class SegmentationLogic:
         (``add``, ``split``, ``refine`` of ``tooth``, ``brush`` with ``value``); undoable, clicks saved
         with the correction. Adding a tooth to a CBCT segmentation runs its model around the click
         (:meth:`clickModel`)."""
-        model = self.clickModel(modelNode) if tool == "add" and modelNode is not None and \
-            not modelNode.IsA("vtkMRMLModelNode") else None
+        model = None
+        if modelNode is not None and not modelNode.IsA("vtkMRMLModelNode"):
+            # add needs the model; refine uses it when it is at hand (the walk then follows the network's
+            # tooth probability as well as the intensity) rather than loading it for one click
+            model = self.clickModel(modelNode) if tool == "add" else self._loadedClickModel(modelNode)
         return self.corrections.applyClickTool(modelNode, tool, markupsNode, tooth=tooth, value=value, model=model)
+
+    def _loadedClickModel(self, segmentationNode):
+        """The predictor this logic holds if it is the model that made ``segmentationNode`` (name
+        and SHA-256 of its provenance), else None; never loads one."""
+        provenance = getProvenance(segmentationNode)
+        name, sha = provenance.get("model"), provenance.get("model_sha256")
+        if self._predictor is None or not name:
+            return None
+        cached = self._predictor[1]
+        cachedName = getattr(getattr(cached, "card", None), "name", getattr(cached, "name", None))
+        cachedSha = getattr(getattr(cached, "card", None), "sha256", getattr(cached, "checkpoint_sha256", None))
+        if hasattr(cached, "window_probabilities") and cachedName == name and (not sha or cachedSha == sha):
+            return cached
+        return None
 
     def clickModel(self, segmentationNode):
         """The CBCT model that made ``segmentationNode``, loaded once and kept: the one this logic
@@ -268,14 +285,11 @@ class SegmentationLogic:
         from ToothMCLCore.errors import ToothMCLError
         from ToothMCLCore.inference.cbct_nnunet import cbct_predictor
 
+        cached = self._loadedClickModel(segmentationNode)
+        if cached is not None:
+            return cached
         provenance = getProvenance(segmentationNode)
-        name, sha = provenance.get("model"), provenance.get("model_sha256")
-        if self._predictor is not None:
-            cached = self._predictor[1]
-            cachedName = getattr(getattr(cached, "card", None), "name", getattr(cached, "name", None))
-            cachedSha = getattr(getattr(cached, "card", None), "sha256", getattr(cached, "checkpoint_sha256", None))
-            if hasattr(cached, "window_probabilities") and cachedName == name and (not sha or cachedSha == sha):
-                return cached
+        name = provenance.get("model")
         weights = provenance.get("model_folder") or None
         if not (weights or name):
             return None

@@ -172,9 +172,7 @@ def add_tooth(volume: Volume, labels, click_ras, model, number: int | None = Non
         raise InvalidInputError(f"the click is on {_name(int(lab[at]))}, which is already segmented; click on the "
                                 "missed tooth (use split or refine to change an existing one)")
     geometry, probs = model.window_probabilities(volume, click_ras)
-    n_cbct = fdi.num_classes("cbct")
-    tooth_classes = np.arange(1, n_cbct)
-    tooth_classes = tooth_classes[[fdi.is_valid_fdi(int(v)) for v in fdi.class_index_to_fdi(tooth_classes, "cbct")]]
+    tooth_classes = _tooth_classes()
     tooth_probability = probs[tooth_classes].sum(axis=0)
     centre = tuple(int(s) // 2 for s in tooth_probability.shape)  # the click (the window is centred on it)
     taken = resample_onto(Volume(lab, volume.geometry, volume.source), geometry, tooth_probability.shape,
@@ -217,7 +215,7 @@ def add_tooth(volume: Volume, labels, click_ras, model, number: int | None = Non
     out[new] = number
     return out, record("add", [Click("tooth", tuple(map(float, click_ras)))], number, (number,),
                        int(np.count_nonzero(new)),
-                       {"model": getattr(getattr(model, "card", None), "name", getattr(model, "name", "")),
+                       {"model": _model_name(model),
                         "tooth_probability_at_click": round(float(tooth_probability[centre]), 3),
                         "network_number": guess}, unit="voxels")
 
@@ -234,6 +232,17 @@ def _tooth_centres(volume: Volume, lab: np.ndarray, jaw: str, exclude: int | Non
     kept = [int(t) for t in present if int(t) != exclude and fdi.is_valid_fdi(int(t)) and fdi.jaw_of(int(t)) == jaw]
     centres = ndimage.center_of_mass(coarse > 0, coarse, kept) if kept else []
     return kept, [_ras(volume, np.asarray(c) * step) for c in centres]
+
+
+def _tooth_classes() -> np.ndarray:
+    """Class indices of the ``"cbct"`` scheme that are teeth (not background, not metal)."""
+    classes = np.arange(1, fdi.num_classes("cbct"))
+    return classes[[fdi.is_valid_fdi(int(v)) for v in fdi.class_index_to_fdi(classes, "cbct")]]
+
+
+def _model_name(model) -> str:
+    """The name of a CBCT predictor's model (its card's, or an nnU-Net folder's)."""
+    return getattr(getattr(model, "card", None), "name", getattr(model, "name", ""))
 
 
 def _name(value: int) -> str:
@@ -263,9 +272,7 @@ def _tooth_probability_on(volume: Volume, box, model, shape) -> np.ndarray:
 
     centre_kji = [(b.start + b.stop - 1) / 2.0 for b in box]
     geometry, probs = model.window_probabilities(volume, _ras(volume, centre_kji))
-    teeth = np.arange(1, fdi.num_classes("cbct"))
-    teeth = teeth[[fdi.is_valid_fdi(int(v)) for v in fdi.class_index_to_fdi(teeth, "cbct")]]
-    window = Volume(probs[teeth].sum(axis=0).astype(np.float32), geometry)
+    window = Volume(probs[_tooth_classes()].sum(axis=0).astype(np.float32), geometry)
     return resample_onto(window, _sub_geometry(volume.geometry, box), shape).array.astype(np.float64)
 
 
@@ -347,5 +354,5 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
              [Click("negative", tuple(map(float, p))) for p in negative]
     params = {"radius_mm": radius_mm}
     if model is not None:
-        params["model"] = getattr(getattr(model, "card", None), "name", getattr(model, "name", ""))
+        params["model"] = _model_name(model)
     return out, record("refine", clicks, tooth, (tooth,), int(np.count_nonzero(out != lab)), params, unit="voxels")

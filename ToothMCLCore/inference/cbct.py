@@ -122,7 +122,6 @@ class CBCTPredictor:
         self._precision = precision
         self.backend = check_backend(backend, "cuda" if str(device) == "cuda" else "cpu")
         self._onnx = None
-        self._backend_used = backend
         path, expected = _locate(weights, model)
         self.card = verify_checkpoint(path, expected)
         if self.card.task != "cbct_teeth":
@@ -195,7 +194,7 @@ class CBCTPredictor:
         crop_geom = _sub_geometry(canonical.geometry, box)
         logger.info("crop %s of %s (%s)", crop.shape, canonical.array.shape, rule)
         report("segment", 0.2)
-        probs = self._sliding_window(crop, report)
+        probs, backend = self._sliding_window(crop, report)
         report("postprocess", 0.85)
         class_map = probs.argmax(axis=0).astype(np.uint8)
         if self.paper_protocol:
@@ -215,8 +214,8 @@ class CBCTPredictor:
             "roi_rule": rule,
             "intensity_offset": info["intensity_offset"],
             "paper_protocol": self.paper_protocol,
-            "precision": "fp32" if self._backend_used == "onnxruntime" else self.precision,
-            "backend": self._backend_used,
+            "precision": "fp32" if backend == "onnxruntime" else self.precision,
+            "backend": backend,
             "spacing_mm": info["spacing_mm"],
             "toothmcl_version": __version__,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -255,7 +254,8 @@ class CBCTPredictor:
         prob = torch.softmax(logits, dim=1)[0, 1].cpu().numpy()
         return prob[: coarse.shape[0], : coarse.shape[1], : coarse.shape[2]]
 
-    def _sliding_window(self, crop: np.ndarray, report: _Reporter) -> np.ndarray:
+    def _sliding_window(self, crop: np.ndarray, report: _Reporter) -> tuple[np.ndarray, str]:
+        """(class probabilities on ``crop``, the backend that ran the windows)."""
         import torch
 
         from ..monai_import import import_monai
@@ -273,7 +273,6 @@ class CBCTPredictor:
         done = [0]
         precision = self.precision
         run = self._onnx_windows(roi) if self.backend == "onnxruntime" else None
-        self._backend_used = "onnxruntime" if run is not None else "torch"
 
         def predictor(batch):
             report.check()
@@ -292,7 +291,7 @@ class CBCTPredictor:
                 sw_device=self.device, device=torch.device("cpu"),
             )
             probs = torch.softmax(logits[0], dim=0)
-        return probs.numpy()
+        return probs.numpy(), "torch" if run is None else "onnxruntime"
 
     def _onnx_windows(self, roi):
         """The ONNX Runtime runner for windows of ``roi`` voxels, or None for a crop run as one
@@ -334,15 +333,19 @@ def click_window(volume: Volume, centre_ras, spacing_mm: float, shape_kji) -> Vo
     size_ijk = np.asarray(shape_kji, np.float64)[::-1]
     origin = np.asarray(centre_ras, np.float64).reshape(3) - (size_ijk - 1.0) / 2.0 * spacing_mm
     geometry = Geometry(np.full(3, float(spacing_mm)), origin, np.eye(3))
-    corners = np.array([[a, b, c, 1.0] for a in (0, size_ijk[0] - 1) for b in (0, size_ijk[1] - 1)
-                        for c in (0, size_ijk[2] - 1)])
-    ijk = (volume.geometry.ras_to_ijk @ geometry.ijk_to_ras @ corners.T)[:3]
-    shape = np.asarray(volume.array.shape)[::-1]
-    lo = np.clip(np.floor(ijk.min(axis=1)).astype(int) - 2, 0, shape - 1)
-    hi = np.clip(np.ceil(ijk.max(axis=1)).astype(int) + 3, lo + 1, shape)
-    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-    part = Volume(volume.array[box], _sub_geometry(volume.geometry, box), volume.source)
-    return resample_onto(part, geometry, tuple(int(s) for s in shape_kji))
+    return resample_under(volume, geometry, tuple(int(s) for s in shape_kji))
+
+
+def resample_under(volume: Volume, geometry: Geometry, shape_kji, is_label: bool = False) -> Volume:
+    """``volume`` resampled onto the grid ``geometry`` / ``shape_kji`` reading only the part of
+    ``volume`` that grid covers (:func:`_volume_box`), not the whole scan."""
+    rev = np.eye(4)[[2, 1, 0, 3]]  # (i, j, k) <-> (k, j, i)
+    to_volume = rev @ volume.geometry.ras_to_ijk @ geometry.ijk_to_ras @ rev  # grid kji -> volume kji
+    footprint = _volume_box(to_volume, -np.ones(3), np.asarray(shape_kji, dtype=float), np.asarray(volume.array.shape))
+    if footprint is not None:
+        box = tuple(slice(int(a), int(b)) for a, b in zip(*footprint))
+        volume = Volume(volume.array[box], _sub_geometry(volume.geometry, box), volume.source)
+    return resample_onto(volume, geometry, tuple(int(s) for s in shape_kji), is_label=is_label)
 
 
 # ----------------------------------------------------------------------------------------

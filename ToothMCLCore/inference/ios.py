@@ -291,11 +291,12 @@ def settle_and_number(mesh: SurfaceMesh, normals: np.ndarray, probs: np.ndarray,
     if mesh.faces is None or len(mesh.faces) == 0:
         return number_vertices(mesh, probs, points, jaw)
 
-    tooth = tooth_gingiva_cut(mesh, normals, 1.0 - probs[:, 0])
+    graph = ScanGraph(mesh, normals, jaw)
+    tooth = tooth_gingiva_cut(mesh, normals, 1.0 - probs[:, 0], edges=graph.edges)
     teeth_only = restrict_to_teeth(probs, tooth)
     labels, _ = number_vertices(mesh, teeth_only, points, jaw)
     scheme = f"ios_{jaw}"
-    settled = settle_teeth(ScanGraph(mesh, normals, jaw), labels, probs, scheme, tooth)
+    settled = settle_teeth(graph, labels, probs, scheme, tooth)
     decided = np.zeros_like(teeth_only)
     decided[np.arange(len(settled)), fdi.fdi_to_class_index(settled, scheme)] = 1.0
     # the walk's decision leads; the network's probabilities still rank the numbers of each region

@@ -160,8 +160,7 @@ def add_tooth(volume: Volume, labels, click_ras, model, number: int | None = Non
     """
     from scipy import ndimage
 
-    from ..inference.cbct import restore_labels
-    from ..preprocessing.cbct import resample_onto
+    from ..inference.cbct import resample_under, restore_labels
 
     if model is None or not hasattr(model, "window_probabilities"):
         raise InvalidInputError("adding a tooth runs the segmentation model around the click, and none is loaded: "
@@ -175,8 +174,8 @@ def add_tooth(volume: Volume, labels, click_ras, model, number: int | None = Non
     tooth_classes = _tooth_classes()
     tooth_probability = probs[tooth_classes].sum(axis=0)
     centre = tuple(int(s) // 2 for s in tooth_probability.shape)  # the click (the window is centred on it)
-    taken = resample_onto(Volume(lab, volume.geometry, volume.source), geometry, tooth_probability.shape,
-                          is_label=True).array != 0
+    taken = resample_under(Volume(lab, volume.geometry, volume.source), geometry, tooth_probability.shape,
+                           is_label=True).array != 0
     candidate = (tooth_probability > ADD_THRESHOLD) & ~taken
     components, _ = ndimage.label(candidate)
     seed = centre

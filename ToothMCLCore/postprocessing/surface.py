@@ -122,10 +122,11 @@ def binary_cut(edges: np.ndarray, weights: np.ndarray, cost_false: np.ndarray, c
 
 
 def tooth_gingiva_cut(mesh: SurfaceMesh, normals: np.ndarray, tooth_probability: np.ndarray,
-                      smoothness: float = CUT_WEIGHT) -> np.ndarray:
-    """(N,) bool: the vertices that are tooth after stage 1 (module docstring)."""
+                      smoothness: float = CUT_WEIGHT, edges: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: the vertices that are tooth after stage 1 (module docstring). ``edges``: the
+    mesh's :func:`mesh_edges` when the caller has them (a ScanGraph's ``edges``)."""
     p = np.clip(np.asarray(tooth_probability, np.float64), 1e-6, 1.0 - 1e-6)
-    edges = mesh_edges(mesh.faces)
+    edges = mesh_edges(mesh.faces) if edges is None else edges
     weights = cut_weights(mesh.vertices_ras, normals, edges)
     return binary_cut(edges, weights, -np.log(1.0 - p), -np.log(p), smoothness)
 

@@ -341,3 +341,26 @@ def test_a_volume_too_large_for_its_class_probabilities_is_refused_before_any_wo
     image, _ = make_cbct_phantom(4, spacing=1.3)
     with pytest.raises(ResourceLimitError, match="crop the scan to the teeth"):
         predictor.predict(image)
+
+
+def test_the_add_click_tool_runs_an_nnunet_model_on_one_patch_around_the_click(tmp_path):
+    """An nnU-Net model (one that finds ToothFairy2's class 48 everywhere) adds a missed tooth at a
+    click: one patch of the plans' size at the plans' spacing, centred on the click, its tooth region
+    added to the unlabelled voxels only, and the model named in the interaction."""
+    from ToothMCLCore.inference.cbct_nnunet import NNUNetCBCTPredictor
+    from ToothMCLCore.interactive.cbct_tools import add_tooth
+    from ToothMCLCore.synthetic import make_cbct_phantom
+
+    root, _ = make_results_folder(tmp_path, patch=(32, 32, 32), spacing=1.0, favour=48)
+    image, truth = make_cbct_phantom(4, spacing=1.3)
+    labels = np.where(truth.array == 46, 0, truth.array).astype(np.int64)
+    model = NNUNetCBCTPredictor(root, device="cpu")
+    k, j, i = (int(np.mean(a)) for a in np.nonzero(truth.array == 46))
+    click = (image.geometry.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
+    geometry, probs = model.window_probabilities(image, click)
+    assert probs.shape[1:] == (32, 32, 32) and np.allclose(geometry.spacing, 1.0)
+    np.testing.assert_allclose((geometry.ijk_to_ras @ np.array([15.5, 15.5, 15.5, 1.0]))[:3], click, atol=1e-6)
+    added, record = add_tooth(image, labels, click, model)
+    changed = added != labels
+    assert changed[k, j, i] and np.all(labels[changed] == 0) and record.params["model"] == model.name
+    assert record.label == 46  # the free lower-right number between 45 and 47, by arch order

@@ -7,6 +7,16 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Whatever the suite caches (downloaded weights, exported ONNX graphs, OpenVINO blobs) goes to a
+# folder of its own, never into the user's ~/.cache/toothmcl; tests that need a cache of their own
+# still set TOOTHMCL_CACHE themselves.
+if "TOOTHMCL_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["TOOTHMCL_CACHE"] = tempfile.mkdtemp(prefix="toothmcl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["TOOTHMCL_CACHE"], ignore_errors=True)
 
 TINY_ARCH = {"in_channels": 1, "out_channels": 34, "feature_size": 12, "depths": [1, 1, 1, 1]}
 

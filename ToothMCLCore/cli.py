@@ -45,9 +45,9 @@ def cmd_segment_cbct(args) -> int:
     if is_results_folder(args.weights) or (args.model and is_nnunet_model(args.model)):  # nnU-Net v2
         if args.paper_protocol:
             raise InvalidInputError("--paper-protocol runs the ToothMCL paper's pipeline; drop it for an nnU-Net model")
-        if args.backend != "torch":
-            raise InvalidInputError("--backend onnxruntime runs ToothMCL's SwinUNETR models; drop it for an nnU-Net "
-                                    "model")
+        if args.backend not in ("auto", "torch"):
+            raise InvalidInputError(f"--backend {args.backend} runs ToothMCL's SwinUNETR models; drop it for an "
+                                    "nnU-Net model")
         predictor = cbct_predictor(weights=args.weights, model=args.model, device=args.device,
                                    precision=args.precision)
     else:
@@ -160,10 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="CPU arithmetic of the network: auto = bfloat16 where the CPU has bf16 instructions (about "
                         "twice as fast, labels within 0.01 %% of fp32 on the demo phantom), else fp32; a GPU uses fp16")
-    s.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                   help="what runs the network's windows: PyTorch, or ONNX Runtime on CPU (fp32 at about PyTorch "
-                        "bf16's speed, 1.5x PyTorch fp32 for the paper-size model; needs pip install -e \".[onnx]\"; "
-                        "the first run of a model exports it, about 25 s)")
+    s.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
+                   help="what runs the network's windows on CPU: auto = OpenVINO where it is installed, else PyTorch; "
+                        "openvino (in --precision, 3.8x PyTorch bf16 for the paper-size model; pip install -e "
+                        "\".[openvino]\"), onnxruntime (fp32, 1.5x PyTorch fp32; pip install -e \".[onnx]\"), torch. "
+                        "The first run of a model with an exported-graph backend exports it (about 25 s for the "
+                        "paper-size model); a GPU always runs PyTorch")
     s.set_defaults(func=cmd_segment_cbct)
 
     i = sub.add_parser("segment-ios", help="segment the teeth of an intraoral scan (one jaw)")

@@ -107,21 +107,24 @@ class CBCTPredictor:
             else fp32), ``"fp32"`` or ``"bf16"``; CUDA always uses fp16 AMP
             (:func:`~.device.resolve_precision`). On the demo phantom bf16 labels equal fp32's on
             99.99 % of the voxels (Dice vs truth 0.9415 both).
-        backend: ``"torch"`` (default) or ``"onnxruntime"``: the sliding windows run in ONNX
-            Runtime on CPU, in fp32 (:mod:`.onnx_backend`; for the paper-size network 1.5x
-            PyTorch fp32, about PyTorch bf16's speed); a crop segmented as one window stays in PyTorch.
+        backend: what runs the sliding windows on CPU (:mod:`.onnx_backend`): ``"auto"`` (default:
+            OpenVINO where it is installed, else PyTorch), ``"torch"``, ``"openvino"`` (the network
+            compiled by OpenVINO in the run's precision: for the paper-size network 3.8x PyTorch
+            bf16) or ``"onnxruntime"`` (fp32; 1.5x PyTorch fp32). A crop segmented as one window of
+            its own size, and any run on a GPU, stays in PyTorch.
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto",
                  roi_weights=None, use_roi: bool = True, overlap: float | None = None,
                  whole_crop_max_voxels: int | None = None, load_in_background: bool = False,
-                 paper_protocol: bool = False, precision: str = "auto", backend: str = "torch"):
+                 paper_protocol: bool = False, precision: str = "auto", backend: str = "auto"):
         from .onnx_backend import check_backend
 
         resolve_precision(precision, "cpu")  # a bad name fails here, before any work
         self._precision = precision
-        self.backend = check_backend(backend, "cuda" if str(device) == "cuda" else "cpu")
-        self._onnx = None
+        check_backend(backend, "cuda" if str(device) == "cuda" else "cpu")  # refused here, before any work
+        self._backend = backend
+        self._runner = None
         path, expected = _locate(weights, model)
         self.card = verify_checkpoint(path, expected)
         if self.card.task != "cbct_teeth":
@@ -145,10 +148,10 @@ class CBCTPredictor:
 
         def build():
             dev = resolve_device(device)
-            check_backend(self.backend, dev)  # "auto" may have found a GPU
+            backend_run = check_backend(self._backend, dev)  # device "auto" may have found a GPU
             net = build_checkpoint(path, self.card, dev)
             roi_net = build_checkpoint(roi_path, self.roi_card, dev) if roi_path is not None else None
-            return dev, net, roi_net
+            return dev, net, roi_net, backend_run
 
         if load_in_background:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toothmcl-load")
@@ -174,6 +177,11 @@ class CBCTPredictor:
         return resolve_precision(self._precision, self.device)
 
     @property
+    def backend(self) -> str:
+        """What runs the card-size windows: "torch", "openvino" or "onnxruntime" (waits for a background build)."""
+        return self._built.result()[3]
+
+    @property
     def roi_net(self):
         """The lightweight ROI network, or None (waits for a background build)."""
         return self._built.result()[2]
@@ -194,7 +202,7 @@ class CBCTPredictor:
         crop_geom = _sub_geometry(canonical.geometry, box)
         logger.info("crop %s of %s (%s)", crop.shape, canonical.array.shape, rule)
         report("segment", 0.2)
-        probs, backend = self._sliding_window(crop, report)
+        probs, backend, precision = self._sliding_window(crop, report)
         report("postprocess", 0.85)
         class_map = probs.argmax(axis=0).astype(np.uint8)
         if self.paper_protocol:
@@ -214,7 +222,7 @@ class CBCTPredictor:
             "roi_rule": rule,
             "intensity_offset": info["intensity_offset"],
             "paper_protocol": self.paper_protocol,
-            "precision": "fp32" if backend == "onnxruntime" else self.precision,
+            "precision": precision,
             "backend": backend,
             "spacing_mm": info["spacing_mm"],
             "toothmcl_version": __version__,
@@ -254,8 +262,8 @@ class CBCTPredictor:
         prob = torch.softmax(logits, dim=1)[0, 1].cpu().numpy()
         return prob[: coarse.shape[0], : coarse.shape[1], : coarse.shape[2]]
 
-    def _sliding_window(self, crop: np.ndarray, report: _Reporter) -> tuple[np.ndarray, str]:
-        """(class probabilities on ``crop``, the backend that ran the windows)."""
+    def _sliding_window(self, crop: np.ndarray, report: _Reporter) -> tuple[np.ndarray, str, str]:
+        """(class probabilities on ``crop``, the backend that ran the windows, their precision)."""
         import torch
 
         from ..monai_import import import_monai
@@ -271,19 +279,14 @@ class CBCTPredictor:
             roi = whole  # one window over the whole crop (see SlidingWindowConfig)
         n_windows = _count_windows(crop.shape, roi, sw.overlap)
         done = [0]
-        precision = self.precision
-        run = self._onnx_windows(roi) if self.backend == "onnxruntime" else None
+        run, backend, precision = self._window_network(roi)
 
         def predictor(batch):
             report.check()
-            if run is not None:
-                out = run(batch)
-            else:
-                with autocast(self.device, precision):
-                    out = self.net(batch.to(self.device))
+            out = run(batch)
             done[0] += batch.shape[0]
             report("segment", 0.2 + 0.65 * min(done[0] / max(n_windows, 1), 1.0))
-            return out.float()
+            return out
 
         with torch.inference_mode():
             logits = sliding_window_inference(
@@ -291,19 +294,30 @@ class CBCTPredictor:
                 sw_device=self.device, device=torch.device("cpu"),
             )
             probs = torch.softmax(logits[0], dim=0)
-        return probs.numpy(), "torch" if run is None else "onnxruntime"
+        return probs.numpy(), backend, precision
 
-    def _onnx_windows(self, roi):
-        """The ONNX Runtime runner for windows of ``roi`` voxels, or None for a crop run as one
-        window of its own size (kept in PyTorch: :mod:`.onnx_backend`)."""
-        from .onnx_backend import ONNXWindows
+    def _window_network(self, roi):
+        """(a function from a batch of ``roi``-sized windows to float32 logits, the backend that
+        runs it, its precision). The exported-graph backends run windows of the card's size; a
+        crop run as one window of its own size stays in PyTorch (:mod:`.onnx_backend`)."""
+        backend = self.backend
+        if backend != "torch" and roi == tuple(int(s) for s in self.sw_config.roi_size):
+            from .onnx_backend import window_runner
 
-        if roi != tuple(int(s) for s in self.sw_config.roi_size):
-            logger.info("the crop is one window of its own size: PyTorch runs it, not ONNX Runtime")
-            return None
-        if self._onnx is None or self._onnx.window != roi:
-            self._onnx = ONNXWindows(self.net, self.card.sha256, roi, int(self.card.arch_args.get("in_channels", 1)))
-        return self._onnx
+            precision = "fp32" if backend == "onnxruntime" else self.precision
+            if self._runner is None or self._runner.window != roi:
+                self._runner = window_runner(backend, self.net, self.card.sha256, roi,
+                                             int(self.card.arch_args.get("in_channels", 1)), precision)
+            return self._runner, backend, precision
+        if backend != "torch":
+            logger.info("the crop is one window of its own size: PyTorch runs it, not %s", backend)
+        precision, device = self.precision, self.device
+
+        def run(batch):
+            with autocast(device, precision):
+                return self.net(batch.to(device)).float()
+
+        return run, "torch", precision
 
     def _restore(self, labels_crop: np.ndarray, crop_geom: Geometry, volume: Volume) -> Volume:
         return Volume(restore_labels(labels_crop, crop_geom, volume), volume.geometry, volume.source)
@@ -321,8 +335,9 @@ class CBCTPredictor:
         window = click_window(volume, centre_ras, spacing, shape)
         offset = detect_intensity_offset(volume.array, self.preprocess_config)
         x = normalize_intensity(window.array, self.preprocess_config, offset)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            logits = self.net(torch.from_numpy(x)[None, None].to(self.device)).float()
+        run, _, _ = self._window_network(shape)
+        with torch.inference_mode():
+            logits = run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
         return window.geometry, torch.softmax(logits[0], dim=0).cpu().numpy()
 
 

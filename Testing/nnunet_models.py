@@ -86,15 +86,18 @@ def checkpoint_dict(network, plans, dataset) -> dict:
 
 
 def make_results_folder(parent, patch=(32, 32, 32), spacing=0.6, seed=0, favour: int | None = None,
-                        dataset: dict | None = None):
+                        dataset: dict | None = None, transpose=(0, 1, 2)):
     """``parent/Dataset999_ToyTeeth/nnUNetTrainer__nnUNetPlans__3d_fullres`` with fold_0 (random
     weights from ``seed``; with ``favour``, the output layer's bias makes that dataset class win
     everywhere, so the model finds exactly one tooth; ``dataset``: another dataset.json than
-    ToothFairy2's); returns (folder, the network, eval mode)."""
+    ToothFairy2's); ``spacing``: one size or three in the network's (transposed) axis order, as
+    plans.json stores it; ``transpose``: transpose_forward. Returns (folder, the network, eval mode)."""
     torch.manual_seed(seed)
     plans, dataset = plans_dict(), dataset or dataset_dict()
     plans["configurations"]["3d_fullres"]["patch_size"] = list(patch)
-    plans["configurations"]["3d_fullres"]["spacing"] = [float(spacing)] * 3
+    plans["configurations"]["3d_fullres"]["spacing"] = [float(s) for s in np.broadcast_to(spacing, (3,))]
+    plans["transpose_forward"] = list(transpose)
+    plans["transpose_backward"] = [int(a) for a in np.argsort(transpose)]
     network = reference_network(plans, dataset)
     if favour is not None:
         with torch.no_grad():

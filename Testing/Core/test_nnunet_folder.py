@@ -165,13 +165,17 @@ def test_a_model_trained_by_nnunet_on_our_export_runs_with_our_label_table(tmp_p
         nnunet.label_values(broken)
 
 
-def test_our_pipeline_gives_what_nnunets_own_predictor_gives(tmp_path):
-    """On a phantom CBCT stored as nnU-Net's training images are (.mha, LPS), our predictor's class
-    probabilities, summed into our classes, match nnUNetPredictor's (no mirroring either side):
-    orientation, transposition, normalisation and window positions are nnU-Net's. Measured with
-    random weights (flat probabilities, the hardest case): 99.9 % of the voxels take the same class,
-    mean probability difference 0.0003; what is left comes from blending probabilities (ours)
-    rather than logits. (With MONAI's window positions it was 96.5 %.)"""
+@pytest.mark.parametrize("spacing_ijk, transpose", [((1.0, 1.0, 1.0), (0, 1, 2)), ((1.6, 1.2, 1.0), (2, 0, 1))],
+                         ids=["isotropic", "anisotropic-transposed"])
+def test_our_pipeline_gives_what_nnunets_own_predictor_gives(tmp_path, spacing_ijk, transpose):
+    """On a phantom CBCT stored as nnU-Net's training images are (.mha, LPS), at the plans' spacing,
+    our predictor's class probabilities, summed into our classes, match nnUNetPredictor's (no
+    mirroring either side): orientation, transposition, spacing, normalisation and window positions
+    are nnU-Net's, also for anisotropic plans whose transpose_forward puts the coarsest axis first
+    (as nnU-Net's planner does). Measured with random weights (flat probabilities, the hardest
+    case): 99.9 % of the voxels take the same class, mean probability difference 0.0003; what is
+    left comes from blending probabilities (ours) rather than logits. (With MONAI's window
+    positions it was 96.5 %.)"""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -179,10 +183,12 @@ def test_our_pipeline_gives_what_nnunets_own_predictor_gives(tmp_path):
     from ToothMCLCore.io.volume import read_volume, write_volume
     from ToothMCLCore.synthetic import make_cbct_phantom
 
-    root, _ = make_results_folder(tmp_path, spacing=1.0)
-    image, _ = make_cbct_phantom(3, spacing=1.0, orientation="LPS")
+    zyx = np.array(spacing_ijk)[::-1]  # nnU-Net's array axes of an LPS-stored image are z, y, x
+    root, _ = make_results_folder(tmp_path, spacing=zyx[list(transpose)], transpose=transpose)
+    image, _ = make_cbct_phantom(3, spacing=spacing_ijk, orientation="LPS")
     write_volume(tmp_path / "case_0000.mha", image)
     ours = NNUNetCBCTPredictor(root, device="cpu", precision="fp32")  # nnU-Net's own CPU precision
+    np.testing.assert_allclose(ours.spacing_ras, spacing_ijk)
     _, probs = ours.probabilities(read_volume(tmp_path / "case_0000.mha"))
 
     theirs = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,

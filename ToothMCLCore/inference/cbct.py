@@ -342,12 +342,14 @@ class CBCTPredictor:
 
 
 
-def click_window(volume: Volume, centre_ras, spacing_mm: float, shape_kji) -> Volume:
+def click_window(volume: Volume, centre_ras, spacing_mm, shape_kji) -> Volume:
     """``volume`` resampled (linear) onto a RAS-aligned grid of ``shape_kji`` voxels at
-    ``spacing_mm``, centred on ``centre_ras``; only the part of the volume under the window is read."""
+    ``spacing_mm`` (one size, or three along R, A, S), centred on ``centre_ras``; only the part of
+    the volume under the window is read."""
     size_ijk = np.asarray(shape_kji, np.float64)[::-1]
-    origin = np.asarray(centre_ras, np.float64).reshape(3) - (size_ijk - 1.0) / 2.0 * spacing_mm
-    geometry = Geometry(np.full(3, float(spacing_mm)), origin, np.eye(3))
+    spacing = np.broadcast_to(np.asarray(spacing_mm, np.float64), (3,)).copy()
+    origin = np.asarray(centre_ras, np.float64).reshape(3) - (size_ijk - 1.0) / 2.0 * spacing
+    geometry = Geometry(spacing, origin, np.eye(3))
     return resample_under(volume, geometry, tuple(int(s) for s in shape_kji))
 
 

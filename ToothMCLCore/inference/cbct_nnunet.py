@@ -12,7 +12,12 @@ classes only from dynamic_network_architectures and torch.nn). Stages:
    ToothFairy2's ``.mha`` files are so), i.e. our RAS grid flipped in x and y, with the plans'
    ``transpose_forward``; intensities normalised as the plans say (``CTNormalization``: clipped
    to the dataset's 0.5 / 99.5 percentiles, minus the mean, over the standard deviation; or
-   ``ZScoreNormalization`` of the image). Plans with an anisotropic spacing are refused for now.
+   ``ZScoreNormalization`` of the image). Anisotropic plans work the same way: the plans' spacing
+   is in the network's (transposed) axis order, so each of our RAS axes gets the spacing of the
+   network axis it becomes, and the grid is resampled once to those three sizes. (nnU-Net
+   resamples the low-resolution axis of anisotropic data apart, with nearest neighbour along it;
+   we interpolate trilinearly in one pass as for every other model: at the plans' spacing the two
+   differ only where the input is coarser than the plans along that axis.)
 2. ``segment``: windows of the plans' patch size where nnU-Net puts them (step at most half a
    patch), Gaussian weights of sigma 1/8 of the patch (nnU-Net's values); the class probabilities of
    each window are summed into our 34 CBCT classes (teeth by FDI number; a tooth's pulp, where a
@@ -76,8 +81,8 @@ class NNUNetCBCTPredictor:
 
     Raises:
         WeightsError: a folder :mod:`ToothMCLCore.models.nnunet` refuses, labels that are not
-            ToothFairy2's, or plans this pipeline cannot follow (anisotropic spacing, another
-            normalisation, more than one channel).
+            ToothFairy2's, or plans this pipeline cannot follow (another normalisation, more than
+            one channel, a spacing that is not three positive sizes).
     """
 
     def __init__(self, folder, device: str = "auto", fold=None, checkpoint: str = DEFAULT_CHECKPOINT,
@@ -99,15 +104,23 @@ class NNUNetCBCTPredictor:
         if missing:
             raise WeightsError(f"{source}: configuration {self.results.configuration!r} has no {', '.join(missing)}; "
                                "use the plans.json the model was trained with")
-        spacing = [float(s) for s in cfg.get("spacing", [])]
-        if len(spacing) != 3 or max(spacing) > 1.01 * min(spacing):
-            raise WeightsError(f"{source}: spacing {spacing} is not isotropic; ToothMCL runs isotropic nnU-Net "
-                               "CBCT models (ToothFairy2's are 0.3 mm) for now")
-        self.spacing_mm = float(np.mean(spacing))
         self.patch = tuple(int(s) for s in cfg["patch_size"])
         self.transpose = tuple(int(a) for a in plans.get("transpose_forward", (0, 1, 2)))
         if sorted(self.transpose) != [0, 1, 2]:
             raise WeightsError(f"{source}: transpose_forward {self.transpose} is not a permutation of 0, 1, 2")
+        try:
+            spacing = [float(s) for s in cfg["spacing"]]
+        except (TypeError, ValueError):
+            spacing = []
+        if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+            raise WeightsError(f"{source}: spacing {cfg['spacing']!r} is not three positive voxel sizes in mm; use "
+                               "the plans.json the model was trained with")
+        spacing_kji = np.empty(3)
+        spacing_kji[list(self.transpose)] = spacing  # network axis a is our (k, j, i) axis transpose[a]
+        #: the grid the network runs on, along R, A, S (i, j, k); one size for isotropic plans
+        self.spacing_ras = spacing_kji[::-1].copy()
+        isotropic = float(self.spacing_ras.max()) <= 1.0001 * float(self.spacing_ras.min())
+        self.spacing_mm = float(self.spacing_ras[0]) if isotropic else [float(v) for v in self.spacing_ras]
         self.normalization = cfg["normalization_schemes"][0]
         if self.normalization not in NORMALIZATIONS:
             raise WeightsError(f"{source}: normalisation {self.normalization!r} is not one of {NORMALIZATIONS}")
@@ -129,6 +142,11 @@ class NNUNetCBCTPredictor:
         self.name = self.results.root.parent.name or self.results.root.name
 
     # ------------------------------------------------------------------------------------
+    def _spacing_text(self) -> str:
+        if isinstance(self.spacing_mm, float):
+            return f"{self.spacing_mm:g}"
+        return " x ".join(f"{v:g}" for v in self.spacing_mm)
+
     def to_network_array(self, canonical: np.ndarray) -> np.ndarray:
         """Our RAS [k, j, i] array as nnU-Net's input (LPS-stored, transposed); float32."""
         return np.ascontiguousarray(np.transpose(canonical[:, ::-1, ::-1], self.transpose), dtype=np.float32)
@@ -194,15 +212,15 @@ class NNUNetCBCTPredictor:
         per :attr:`structure_values`)."""
         report = report or _Reporter(None, None)
         report("preprocess", 0.0)
-        _, shape = canonical_geometry(volume.geometry, volume.array.shape, self.spacing_mm)
+        _, shape = canonical_geometry(volume.geometry, volume.array.shape, self.spacing_ras)
         padded = [max(int(s), p) for s, p in zip(shape, self.patch)]
         need = 2 * self.n_classes * int(np.prod(padded, dtype=np.int64)) * 4
         if need > MAX_PROBABILITY_BYTES:
             raise ResourceLimitError(
-                f"this volume at {self.spacing_mm:g} mm needs {need / 2**30:.1f} GiB for the class probabilities "
+                f"this volume at {self._spacing_text()} mm needs {need / 2**30:.1f} GiB for the class probabilities "
                 f"(limit {MAX_PROBABILITY_BYTES / 2**30:.0f} GiB): nnU-Net models run on the whole volume here; crop "
                 "the scan to the teeth first")
-        canonical = resample_to_canonical(volume, self.spacing_mm)
+        canonical = resample_to_canonical(volume, self.spacing_ras)
         x = self.normalize(self.to_network_array(canonical.array))
         report("segment", 0.2)
         return canonical, self.from_network_array(self._sliding_window(x, report))  # a view: no third copy
@@ -215,7 +233,7 @@ class NNUNetCBCTPredictor:
         import torch
 
         shape = tuple(int(self.patch[int(a)]) for a in np.argsort(self.transpose))  # network axes -> our (k, j, i)
-        window = click_window(volume, centre_ras, self.spacing_mm, shape)
+        window = click_window(volume, centre_ras, self.spacing_ras, shape)
         x = torch.from_numpy(self.normalize(self.to_network_array(window.array)))[None, None].to(self.device)
         with torch.inference_mode(), autocast(self.device, self.precision):
             probs = torch.softmax(self.net(x).float(), dim=1)[0].cpu()

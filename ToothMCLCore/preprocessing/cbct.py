@@ -37,8 +37,9 @@ MAX_CANONICAL_BYTES = 4 * 1024**3
 _ANTIALIAS_RATIO = 2.0
 
 
-def canonical_geometry(geometry: Geometry, shape_kji, spacing_mm: float) -> tuple[Geometry, tuple]:
-    """RAS-aligned grid at ``spacing_mm`` covering the whole input volume.
+def canonical_geometry(geometry: Geometry, shape_kji, spacing_mm) -> tuple[Geometry, tuple]:
+    """RAS-aligned grid at ``spacing_mm`` (one size, or three along R, A, S: i, j, k) covering the
+    whole input volume.
 
     The returned geometry has ``direction_ras = identity``: voxel index i grows along +R
     (world x), j along +A, k along +S. Its origin is the RAS minimum corner of the input's
@@ -53,8 +54,9 @@ def canonical_geometry(geometry: Geometry, shape_kji, spacing_mm: float) -> tupl
     )
     ras = (geometry.ijk_to_ras @ corners.T).T[:, :3]
     lo, hi = ras.min(axis=0), ras.max(axis=0)
-    size_ijk = np.floor((hi - lo) / spacing_mm + 1e-6).astype(int) + 1
-    out = Geometry(np.full(3, float(spacing_mm)), lo, np.eye(3))
+    spacing = np.broadcast_to(np.asarray(spacing_mm, np.float64), (3,))
+    size_ijk = np.floor((hi - lo) / spacing + 1e-6).astype(int) + 1
+    out = Geometry(spacing.copy(), lo, np.eye(3))
     return out, (int(size_ijk[2]), int(size_ijk[1]), int(size_ijk[0]))
 
 
@@ -74,12 +76,13 @@ def _axis_permutation(direction: np.ndarray) -> tuple[list[int], list[bool]] | N
     return perm, flip
 
 
-def resample_to_canonical(volume: Volume, spacing_mm: float, is_label: bool = False) -> Volume:
-    """Reorient to RAS and resample to isotropic ``spacing_mm`` in a single interpolation.
+def resample_to_canonical(volume: Volume, spacing_mm, is_label: bool = False) -> Volume:
+    """Reorient to RAS and resample to ``spacing_mm`` in a single interpolation.
 
     Args:
         volume: input volume, any orientation.
-        spacing_mm: target isotropic voxel size.
+        spacing_mm: target voxel size: one (isotropic, our models) or three along R, A, S (an
+            nnU-Net model with anisotropic plans).
         is_label: nearest-neighbour interpolation (labels) instead of trilinear (images).
 
     Returns:
@@ -88,8 +91,8 @@ def resample_to_canonical(volume: Volume, spacing_mm: float, is_label: bool = Fa
     geom = volume.geometry
     target, shape = canonical_geometry(geom, volume.array.shape, spacing_mm)
     axes = _axis_permutation(geom.direction_ras)
-    if axes is not None and np.allclose(geom.spacing, spacing_mm, rtol=1e-4):
-        perm, flip = axes
+    if axes is not None and np.allclose(np.asarray(geom.spacing)[axes[0]], target.spacing, rtol=1e-4):
+        perm, flip = axes  # world axis w is input axis perm[w]: a transpose and flips, no interpolation
         arr = volume.array
         # array axes are (k, j, i) -> input ijk axis a is array axis 2 - a
         kji_axes = [2 - perm[2], 2 - perm[1], 2 - perm[0]]

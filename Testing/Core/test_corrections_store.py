@@ -134,6 +134,29 @@ def test_the_input_is_copied_once_per_case_and_content(store, input_file):
     assert len(copies) == 1
 
 
+def test_a_volume_without_a_file_is_kept_in_the_store_once_and_exports(store, tmp_path):
+    """A CBCT loaded from DICOM or made in memory (no input file, as 3D Slicer holds it) is saved
+    with its voxels: the copy reads back with the same voxels and grid, a second save of the same
+    volume keeps one copy, the caller's SHA-256 (of the voxels) is recorded, no temp file is left
+    behind, and the case exports as training data."""
+    from ToothMCLCore.corrections.export import export_store
+    from ToothMCLCore.io import read_volume
+    from ToothMCLCore.io.dataset_layout import read_dataset
+
+    image = Volume(np.random.default_rng(3).normal(size=(6, 8, 10)).astype(np.float32), GEOMETRY)
+    first = _save(store, input_sha256="cd" * 32, input_volume=image)
+    second = _save(store, input_sha256="cd" * 32, input_volume=image)
+    assert first.input_path == "" and first.input_sha256 == "cd" * 32
+    assert first.input_copy and first.input_copy == second.input_copy
+    copy = read_volume(store.root / first.input_copy)
+    np.testing.assert_array_equal(copy.array, image.array)
+    assert copy.geometry.allclose(GEOMETRY, atol=1e-5)
+    assert not any((store.root / "tmp").iterdir())
+    export_store(store, tmp_path / "Dataset303_Memory", "nnunet")
+    (case,) = read_dataset(tmp_path / "Dataset303_Memory").cases
+    np.testing.assert_array_equal(case.load().labels.array, _swapped(_prediction()))
+
+
 def test_ios_labels_round_trip_per_vertex_with_the_vertices(store):
     """IOS corrections keep (N,) per-vertex labels and (N, 3) vertices; the diff counts vertices."""
     rng = np.random.default_rng(1)

@@ -163,7 +163,8 @@ def test_background_run_leaves_the_caller_free_and_cancel_adds_nothing(small_pha
 def test_an_nnunet_results_folder_runs_through_the_module_logic(small_phantom, tmp_path):
     """The module's logic takes an nnU-Net v2 results folder as its weights, like segment-cbct: a model
     that finds only ToothFairy2's class 36 gives one segment, named as our FDI 36, with the folder's
-    checkpoint SHA-256 in the provenance, so a correction made on it is traceable to that model."""
+    checkpoint SHA-256 in the provenance; a correction made on it is saved traceable to that model
+    and exported as training data with the corrected labels."""
     import slicer
     from nnunet_models import make_results_folder
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
@@ -175,10 +176,26 @@ def test_an_nnunet_results_folder_runs_through_the_module_logic(small_phantom, t
     scene = slicer.vtkMRMLScene()
     image, _ = small_phantom
     volume = addVolumeNode(scene, image, "phantom CBCT")
-    segmentation = SegmentationLogic().segmentVolume(volume, weights=root, device="cpu")
+    logic = SegmentationLogic()
+    segmentation = logic.segmentVolume(volume, weights=root, device="cpu")
     names = [s.GetName() for s in _segments(segmentation)]
     assert names == ["36 lower left first molar"], names
-    assert segmentation.GetAttribute("ToothMCL.model_sha256") == sha256_of(root / "fold_0" / "checkpoint_final.pth")
+    checkpoint_sha = sha256_of(root / "fold_0" / "checkpoint_final.pth")
+    assert segmentation.GetAttribute("ToothMCL.model_sha256") == checkpoint_sha
+
+    # the corrections, the store and the export work on it as on any other model's result
+    from ToothMCLCore.corrections import CorrectionStore
+    from ToothMCLCore.corrections.export import export_store
+    from ToothMCLCore.io.dataset_layout import read_dataset
+
+    logic.applyCorrection(segmentation, "reassign", tooth=36, target=37)
+    logic.saveCorrection(segmentation, tmp_path / "store", "dr who", "36 was 37", patient_id="P1")
+    saved = CorrectionStore(tmp_path / "store").load(volume.GetName())
+    assert saved.revision.model_sha256 == checkpoint_sha and saved.revision.model_name == root.parent.name
+    assert 37 in saved.corrected and 36 not in saved.corrected and 36 in saved.prediction
+    export_store(tmp_path / "store", tmp_path / "Dataset302_Corrected", "nnunet")
+    (case,) = read_dataset(tmp_path / "Dataset302_Corrected").cases
+    np.testing.assert_array_equal(case.load().labels.array, saved.corrected)
 
 
 def test_a_structure_an_nnunet_model_finds_is_its_own_segment_not_a_tooth(small_phantom, tmp_path):

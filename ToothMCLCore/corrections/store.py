@@ -55,6 +55,10 @@ from .records import (
 
 logger = logging.getLogger(__name__)
 
+#: the file a CBCT given as a volume (no input file) is kept as in the store
+INPUT_VOLUME_NAME = "input.nii.gz"
+
+
 class CorrectionStore:
     """An append-only store of corrected segmentations (a folder; layout in the package docstring).
 
@@ -101,7 +105,7 @@ class CorrectionStore:
     def save(self, case_id, input_path=None, input_sha256=None, prediction=None, corrected=None,
              geometry=None, model=None, annotator: str = "", note: str = "", diff=None,
              copy_input: bool = True, modality: str = "cbct", jaw: str | None = None,
-             vertices=None, patient_id: str | None = None) -> Revision:
+             vertices=None, patient_id: str | None = None, input_volume=None) -> Revision:
         """Save a corrected segmentation as the next revision of a case.
 
         Args:
@@ -125,6 +129,10 @@ class CorrectionStore:
             patient_id: the patient the scan belongs to (default: the case id), so that a
                 dataset exported from the store never splits one patient's scans between
                 training and test. Kept with the revision (``Revision.patient_id``).
+            input_volume: for a CBCT with no ``input_path`` (a volume loaded from DICOM or made in
+                memory, as 3D Slicer holds them): its :class:`~ToothMCLCore.types.Volume`, kept as
+                the case's input copy (:data:`INPUT_VOLUME_NAME`) so that the case can be exported
+                as training data; ``input_sha256`` (e.g. of its voxels) is recorded as given.
 
         Returns:
             the :class:`Revision` saved (numbered after every revision committed before it).
@@ -152,34 +160,59 @@ class CorrectionStore:
         if not annotator:
             raise InvalidInputError("annotator is empty; give the name of who corrected the labels")
         operations = check_operations(diff)
-        source, input_sha256, copy_sha = self._check_input(input_path, input_sha256, copy_input)
-        if modality == "cbct" and source is not None:
-            check_input_shape(source, pred.shape, geometry, logger)
-        meta = {
-            "case_id": case_id, "patient_id": patient_id, "modality": modality, "annotator": annotator, "note": str(note or ""),
-            "model_name": model_name, "model_version": model_version, "model_sha256": model_sha256,
-            "model": model_dict, "input_path": str(input_path or ""), "input_sha256": input_sha256,
-            "shape": list(pred.shape), "geometry": geometry.to_dict() if geometry is not None else None,
-            "jaw": jaw, "unit": "voxels" if modality == "cbct" else "vertices",
-            "tooth_diff": tooth_diff(pred, corr), "operations": operations,
-        }
-        (self.root / TMP_DIR).mkdir(exist_ok=True)
-        tmp = new_temp_folder(self.root / TMP_DIR)
+        staging = None
+        if input_volume is not None and not input_path and copy_input and modality == "cbct":
+            staging = self._write_input(input_volume)
         try:
-            names = write_label_files(tmp, modality, pred, corr, geometry, vertices)
-            meta["files"] = {name: sha256_file(tmp / name) for name in names}
-            staged = None
-            if copy_sha and not self._input_stored(case_id, copy_sha):
-                staged = fs.copy_input(source, tmp, copy_sha)
-            fsync_tree(tmp)
-            with self.index.write() as conn:
-                self._commit(conn, tmp, meta, source, staged, copy_sha)
+            if staging is not None:
+                source = staging / INPUT_VOLUME_NAME
+                copy_sha = fs.sha256_of_input(source)
+                input_sha256 = str(input_sha256 or "").strip().lower() or copy_sha
+            else:
+                source, input_sha256, copy_sha = self._check_input(input_path, input_sha256, copy_input)
+            if modality == "cbct" and source is not None:
+                check_input_shape(source, pred.shape, geometry, logger)
+            meta = {
+                "case_id": case_id, "patient_id": patient_id, "modality": modality, "annotator": annotator, "note": str(note or ""),
+                "model_name": model_name, "model_version": model_version, "model_sha256": model_sha256,
+                "model": model_dict, "input_path": str(input_path or ""), "input_sha256": input_sha256,
+                "shape": list(pred.shape), "geometry": geometry.to_dict() if geometry is not None else None,
+                "jaw": jaw, "unit": "voxels" if modality == "cbct" else "vertices",
+                "tooth_diff": tooth_diff(pred, corr), "operations": operations,
+            }
+            (self.root / TMP_DIR).mkdir(exist_ok=True)
+            tmp = new_temp_folder(self.root / TMP_DIR)
+            try:
+                names = write_label_files(tmp, modality, pred, corr, geometry, vertices)
+                meta["files"] = {name: sha256_file(tmp / name) for name in names}
+                staged = None
+                if copy_sha and not self._input_stored(case_id, copy_sha):
+                    staged = fs.copy_input(source, tmp, copy_sha)
+                fsync_tree(tmp)
+                with self.index.write() as conn:
+                    self._commit(conn, tmp, meta, source, staged, copy_sha)
+            except BaseException:
+                remove_tree(tmp)
+                raise
+            logger.info("saved %s revision %d (%d teeth changed) in %s", case_id, meta["revision"],
+                        sum(e["change"] != "unchanged" for e in meta["tooth_diff"]), meta["folder"])
+            return Revision.from_dict(meta)
+        finally:
+            if staging is not None:
+                remove_tree(staging)
+
+    def _write_input(self, volume) -> Path:
+        """A staging folder in the store's temp folder holding ``volume`` as :data:`INPUT_VOLUME_NAME`."""
+        from ..io.volume import write_volume
+
+        (self.root / TMP_DIR).mkdir(exist_ok=True)
+        folder = new_temp_folder(self.root / TMP_DIR)
+        try:
+            write_volume(folder / INPUT_VOLUME_NAME, volume)
         except BaseException:
-            remove_tree(tmp)
+            remove_tree(folder)
             raise
-        logger.info("saved %s revision %d (%d teeth changed) in %s", case_id, meta["revision"],
-                    sum(e["change"] != "unchanged" for e in meta["tooth_diff"]), meta["folder"])
-        return Revision.from_dict(meta)
+        return folder
 
     def _commit(self, conn, tmp: Path, meta: dict, source, staged, copy_sha) -> None:
         """Under the write lock: number the revision, move its folder into place, insert its row."""

@@ -428,6 +428,10 @@ class SegmentationLogic:
             labels = {"prediction": prediction, "corrected": corrected,
                       "geometry": Geometry.from_ijk_to_ras(ijkToRas),
                       "input_sha256": _inputSha256(inputNode, inputPath)}
+            if not inputPath and inputNode is not None and inputNode.GetImageData() is not None:
+                # loaded from DICOM or made in memory: the store keeps its voxels, so the case can
+                # be exported as training data later
+                labels["input_volume"] = volumeFromNode(inputNode)
         store = CorrectionStore(store_path, create=True)
         return store.save(
             case_id=case_id or (inputNode.GetName() if inputNode is not None else segmentationNode.GetName()),

@@ -48,8 +48,9 @@ LIMITATIONS = (
     "for such scans: denser scans are sampled down to the card's point count and were not measured against labels; "
     "third molars are labelled on two training scans only (38 and 48), so an x8 is rarely recognised; primary "
     "teeth are not supported; the numbering of four scans was repaired from their geometry and three scans were left "
-    "out (see ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to 256, "
-    "not 512) and saw 8,192 points, not 24,000, so that it trains on a 2-core CPU. Research use; not a medical device."
+    "out (see ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to "
+    "{planes}, not 512) and saw {points:,} points, not 24,000, so that it trains on a 2-core CPU. Research use; not a "
+    "medical device."
 )
 
 
@@ -128,7 +129,8 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
         f"{', boundaries settled on the surface' if summary.get('surface_refinement') else ''}): mean per-tooth "
         f"Dice {up['mean_dice']:.3f} upper / {low['mean_dice']:.3f} lower, tooth vs gingiva (TSA) "
         f"{up['tooth_vs_gingiva']:.3f} / {low['tooth_vs_gingiva']:.3f}, exp(-TLA) {a['exp_neg_TLA']:.3f}, TIR "
-        f"{a['TIR']:.3f}, {a['mirrored_teeth']} teeth numbered as their mirror. {LIMITATIONS}")
+        f"{a['TIR']:.3f}, {a['mirrored_teeth']} teeth numbered as their mirror. "
+        + LIMITATIONS.format(planes=max(card.arch_args.get("planes", [512])), points=int(card.preprocess["n_points"])))
     data["metrics"] = {"test_split": summary, "split_patients": patients}
     data["preprocess"] = {**data["preprocess"], "sampling_passes": summary["sampling_passes"],
                           "mirror_passes": bool(summary.get("mirror_passes", False))}

@@ -4,10 +4,11 @@ Four real MeshSegNet jaws of test-split patients (never trained on), their label
 converter, the shipped model's tooth probabilities from ``segment-ios``'s predictor. Each damage
 is made from the truth (a tooth erased, two neighbours merged, a boundary eroded by 1.2 mm all
 around), then fixed by a simulated annotator: the tool's own clicks, then refine clicks at the
-middle of the largest remaining error, 3 clicks in all. Measured when this was written (these 4
-jaws, 56 teeth / 52 neighbour pairs): erased teeth back at Dice >= 0.9 for 95 % (median 0.96),
-merged pairs 100 %, eroded boundaries 89 % (mean 0.92); the floors below leave a small margin for
-CPU differences in the model's probabilities.
+middle of the largest remaining error, 3 clicks in all. Measured (these 4 jaws, 56 teeth / 52
+neighbour pairs, 2026-12-06): erased teeth back at Dice >= 0.9 for 96 % (median 0.96), merged
+pairs 100 %, eroded boundaries 96 % (mean 0.96; 89 % / 0.92 before the refine tool kept a thin
+tooth's core as seeds and made positive clicks add only); the floors below leave a small margin
+for CPU differences in the model's probabilities.
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ def annotator(graph, labels, truth, tooth: int, label: int, clicks: int):
         mask = np.zeros(len(labels), bool)
         mask[best[2]] = True
         click = middle(graph, mask)
+        before = labels == label
         labels, record = tools.refine_tooth(graph, labels, label, **{best[0]: [click]})
+        after = labels == label
+        # a positive click only adds to the tooth, a negative one only takes away
+        assert not (before & ~after).any() if best[0] == "positive" else not (after & ~before).any()
         done.append(record)
     return labels, done
 
@@ -91,7 +96,7 @@ def centre_click(graph, mask: np.ndarray) -> np.ndarray:
 
 def test_an_erased_tooth_is_added_back_numbered_with_at_most_three_clicks(scans):
     """One click on the erased tooth's crown adds it with its own FDI number (arch order); two
-    refine clicks at most bring >= 90 % of the teeth to Dice >= 0.9 (measured 95 %)."""
+    refine clicks at most bring >= 90 % of the teeth to Dice >= 0.9 (measured 96 %)."""
     results = []
     for name, graph, truth in scans:
         for tooth in fdi.present_teeth(np.unique(truth)):
@@ -128,7 +133,7 @@ def test_two_merged_teeth_are_split_and_both_numbered_with_at_most_three_clicks(
 
 def test_an_eroded_boundary_is_fixed_with_at_most_three_clicks(scans):
     """A tooth that lost a 1.2 mm rim all around (Dice about 0.73) gets it back with three positive
-    or negative clicks for >= 85 % of teeth (measured 89 %), and nothing far from the tooth moves."""
+    or negative clicks for >= 90 % of teeth (measured 96 %), and nothing far from the tooth moves."""
     before, after = [], []
     for name, graph, truth in scans:
         for tooth in fdi.present_teeth(np.unique(truth)):
@@ -142,7 +147,7 @@ def test_an_eroded_boundary_is_fixed_with_at_most_three_clicks(scans):
             before.append(dice(damaged == tooth, mine))
             after.append(dice(fixed == tooth, mine))
     before, after = np.array(before), np.array(after)
-    assert np.mean(before) < 0.8 and np.mean(after >= 0.9) >= 0.85 and np.mean(after) >= 0.9, (before, after)
+    assert np.mean(before) < 0.8 and np.mean(after >= 0.9) >= 0.9 and np.mean(after) >= 0.94, (before, after)
 
 
 def test_the_brush_paints_within_its_radius_along_the_surface(scans):

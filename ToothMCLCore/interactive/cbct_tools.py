@@ -345,7 +345,7 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
             near = np.zeros(sub.shape, bool)
             near[k - lo[0], j - lo[1], i - lo[2]] = True
             may_join |= (sub == other) & (ndimage.distance_transform_edt(~near, sampling=spacing) <= radius_mm)
-    change = tooth_boundary_changes(sub, result, tooth, band, may_join)
+    change = tooth_boundary_changes(sub, result, tooth, band, may_join, grow=bool(pos), shrink=bool(neg))
     out = lab.copy()
     out_box = out[box]
     out_box[change] = result[change]

@@ -115,8 +115,14 @@ def _expected_index(known_along: np.ndarray, known_index: np.ndarray, new_along:
 
 
 def tooth_boundary_changes(labels: np.ndarray, proposed: np.ndarray, tooth: int, band: np.ndarray,
-                           may_join: np.ndarray) -> np.ndarray:
+                           may_join: np.ndarray, grow: bool = True, shrink: bool = True) -> np.ndarray:
     """Where a boundary fix of ``tooth`` may write ``proposed`` labels: inside ``band``, an element
-    leaves the tooth, or joins it where ``may_join`` allows (the gingiva / background, and another
-    tooth only near a positive click placed on it). Other teeth's boundaries never move."""
-    return band & (((proposed == tooth) & may_join) | ((labels == tooth) & (proposed != tooth)))
+    leaves the tooth (when ``shrink``), or joins it (when ``grow``) where ``may_join`` allows (the
+    gingiva / background, and another tooth only near a positive click placed on it). Other teeth's
+    boundaries never move. The refine tools pass ``grow`` = there are positive clicks, ``shrink`` =
+    there are negative ones: a click that says "the tooth reaches here" never takes anything away
+    from it elsewhere (on real scans a positive click on a small incisor's lost rim shrank it, Dice
+    0.53 -> 0.13, before this rule), and a negative one never adds."""
+    joins = (proposed == tooth) & may_join if grow else np.zeros_like(band)
+    leaves = (labels == tooth) & (proposed != tooth) if shrink else np.zeros_like(band)
+    return band & (joins | leaves)

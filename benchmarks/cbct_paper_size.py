@@ -72,12 +72,7 @@ def time_exported(net, x, repeats: int) -> dict:
         start = time.perf_counter()
         run = ONNXWindows(net, "paper_size_random", tuple(x.shape[2:]), cache=Path(tmp) / "onnx")
         print(f"  ONNX export and session: {time.perf_counter() - start:.1f} s (once per model and window size)")
-        best = np.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(x)
-            best = min(best, time.perf_counter() - start)
-        times = {"ONNX Runtime fp32": best}
+        times = {"ONNX Runtime fp32": best_of(run, x, repeats)}
         for precision in ("fp32", "bf16"):
             times[f"OpenVINO {precision}"] = time_openvino(net, x, repeats, run.path.parent, precision)
     return times
@@ -90,6 +85,11 @@ def time_openvino(net, x, repeats: int, cache: Path, precision: str) -> float:
     start = time.perf_counter()
     run = OpenVINOWindows(net, "paper_size_random", tuple(x.shape[2:]), precision=precision, cache=cache)
     print(f"  OpenVINO {precision} compile: {time.perf_counter() - start:.1f} s (cached for later runs)")
+    return best_of(run, x, repeats)
+
+
+def best_of(run, x, repeats: int) -> float:
+    """Best seconds of ``run(x)`` over ``repeats`` calls."""
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,9 @@ class _ExportedWindows:
         from ..models.registry import cache_dir
 
         self.window = tuple(int(s) for s in window)
+        # one window at a time: an OpenVINO infer request is not thread-safe, and the module's
+        # segmentation worker and a click tool may share a predictor
+        self._lock = threading.Lock()
         folder = Path(cache) if cache is not None else cache_dir() / "onnx"
         self.path = folder / f"{model_sha256}_{'x'.join(map(str, self.window))}.onnx"
         #: whether this instance exported the graph (False: read from the cache)
@@ -138,7 +142,8 @@ class _ExportedWindows:
         import torch
 
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        outputs = [self._run_one(x[i:i + 1]) for i in range(len(x))]
+        with self._lock:
+            outputs = [self._run_one(x[i:i + 1]) for i in range(len(x))]
         return torch.from_numpy(np.concatenate(outputs, axis=0))
 
 

@@ -15,9 +15,10 @@ classes only from dynamic_network_architectures and torch.nn). Stages:
    ``ZScoreNormalization`` of the image). Anisotropic plans work the same way: the plans' spacing
    is in the network's (transposed) axis order, so each of our RAS axes gets the spacing of the
    network axis it becomes, and the grid is resampled once to those three sizes. (nnU-Net
-   resamples the low-resolution axis of anisotropic data apart, with nearest neighbour along it;
-   we interpolate trilinearly in one pass as for every other model: at the plans' spacing the two
-   differ only where the input is coarser than the plans along that axis.)
+   resamples images with third-order splines, and the low-resolution axis of strongly anisotropic
+   data apart with nearest neighbour along it; we interpolate trilinearly in one pass, as for every
+   other model. A scan already at the plans' spacing is not interpolated on either side: that is
+   what the agreement test compares.)
 2. ``segment``: windows of the plans' patch size where nnU-Net puts them (step at most half a
    patch), Gaussian weights of sigma 1/8 of the patch (nnU-Net's values); the class probabilities of
    each window are summed into our 34 CBCT classes (teeth by FDI number; a tooth's pulp, where a

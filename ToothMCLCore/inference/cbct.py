@@ -304,11 +304,10 @@ class CBCTPredictor:
         if backend != "torch" and roi == tuple(int(s) for s in self.sw_config.roi_size):
             from .onnx_backend import window_runner
 
-            precision = "fp32" if backend == "onnxruntime" else self.precision
             if self._runner is None or self._runner.window != roi:
                 self._runner = window_runner(backend, self.net, self.card.sha256, roi,
-                                             int(self.card.arch_args.get("in_channels", 1)), precision)
-            return self._runner, backend, precision
+                                             int(self.card.arch_args.get("in_channels", 1)), self.precision)
+            return self._runner, backend, self._runner.precision  # ONNX Runtime: always fp32
         if backend != "torch":
             logger.info("the crop is one window of its own size: PyTorch runs it, not %s", backend)
         precision, device = self.precision, self.device

@@ -75,7 +75,8 @@ def check_backend(backend: str, device) -> str:
 
 def window_runner(backend: str, net, model_sha256: str, window, in_channels: int = 1, precision: str = "fp32",
                   cache: Path | None = None):
-    """The runner of ``backend`` ("onnxruntime" or "openvino") for ``window``-sized windows."""
+    """The runner of ``backend`` ("onnxruntime" or "openvino") for ``window``-sized windows; its
+    ``precision`` is what it runs in (OpenVINO: ``precision``; ONNX Runtime: always fp32)."""
     if backend == "openvino":
         return OpenVINOWindows(net, model_sha256, window, in_channels, precision=precision, cache=cache)
     return ONNXWindows(net, model_sha256, window, in_channels, cache=cache)

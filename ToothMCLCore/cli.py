@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the model card's; --no-mirror is the paper's way)")
     i.add_argument("--refine", action=argparse.BooleanOptionalAction,
                    help="Point Transformer models: settle tooth boundaries on the surface (a graph cut along "
-                        "concave creases, then a random walk between teeth) before numbering (default: on; "
-                        "--no-refine gives the network's own boundaries)")
+                        "concave creases, the teeth numbered in sequence along the arch, then a random walk "
+                        "between teeth) before numbering (default: on; --no-refine gives the network's own "
+                        "boundaries and numbers)")
     i.add_argument("--fdi-order", action=argparse.BooleanOptionalAction,
                    help="SOFTooth models: number teeth with the arch-order prior (default: the card's, on); "
                         "--no-fdi-order numbers by class probabilities alone (the paper's ablation)")

@@ -47,8 +47,10 @@ LIMITATIONS = (
     "is not stated); the scans are decimated to about 10,000 triangles (about 5,000 vertices), so the figures are "
     "for such scans: denser scans are sampled down to the card's point count and were not measured against labels; "
     "third molars are labelled on two training scans only (38 and 48), so an x8 is rarely recognised; primary "
-    "teeth are not supported; the numbering of four scans was repaired from their geometry and three scans were left "
-    "out (see ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to "
+    "teeth are not supported; the teeth are numbered along the arch with textbook crown widths "
+    "(ToothMCLCore.postprocessing.arch_order), tried with teeth removed (their spaces left open) but never on a jaw "
+    "whose extraction space was closed, where the teeth may be numbered one position off; the numbering of four "
+    "scans was repaired from their geometry and three scans were left out (see ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to "
     "{planes}, not 512) and saw {points:,} points, not 24,000, so that it trains on a 2-core CPU. Research use; not a "
     "medical device."
 )
@@ -126,7 +128,9 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
     data["notes"] = (
         f"{card.notes.split(NOTES_MARK)[0].rstrip()}{NOTES_MARK}{a['scans']} jaws, {summary['sampling_passes']} sampling passes"
         f"{' with a mirror pass each' if summary.get('mirror_passes') else ''}"
-        f"{', boundaries settled on the surface' if summary.get('surface_refinement') else ''}): mean per-tooth "
+        + (", boundaries settled on the surface, teeth numbered along the arch"
+           if summary.get("surface_refinement") else "")
+        + "): mean per-tooth "
         f"Dice {up['mean_dice']:.3f} upper / {low['mean_dice']:.3f} lower, tooth vs gingiva (TSA) "
         f"{up['tooth_vs_gingiva']:.3f} / {low['tooth_vs_gingiva']:.3f}, exp(-TLA) {a['exp_neg_TLA']:.3f}, TIR "
         f"{a['TIR']:.3f}, {a['mirrored_teeth']} teeth numbered as their mirror. "

@@ -142,8 +142,9 @@ def test_two_merged_teeth_of_a_cbct_segmentation_are_split_with_two_points(scene
 
 def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(scene, small_phantom):
     """The module segments an oblique phantom CBCT with its default model; a tooth deleted by
-    mistake comes back with one point: the model that made the segmentation runs around the point
-    (the logic's own, or after a scene reload the one its provenance names), the tooth takes its
+    mistake comes back with one point: the model that made the segmentation gives the tooth around
+    the point (the logic's own, from the segmentation it kept, or after a scene reload the one its
+    provenance names, run there), the tooth takes its
     number back by arch order (Dice >= 0.85 against the truth), undo restores, and the point is in
     the saved diff. A segmentation that names no model gets a message saying to segment first."""
     from scipy import ndimage
@@ -171,6 +172,8 @@ def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(s
         labels = labelsFromSegmentation(segmentation)[0]
         got, want = labels == 36, truth == 36
         assert entries[0]["tool"] == "add" and entries[0]["labels"] == [36] and entries[0]["voxels"] == got.sum()
+        # the logic that segmented reads its kept segmentation; a new session runs the network
+        assert entries[0]["window"] == ("segmentation" if current is logic else "network")
         assert 2 * np.sum(got & want) / (got.sum() + want.sum()) >= 0.85
         assert np.array_equal(labels[deleted != 0], deleted[deleted != 0])
         assert any(e.get("tool") == "add" for e in current.correctionDiff(segmentation))

@@ -34,6 +34,7 @@ from ..models.registry import resolve_weights
 from ..postprocessing.cbct import number_teeth
 from ..preprocessing.cbct import detect_intensity_offset, normalize_intensity, preprocess_cbct, resample_onto
 from ..types import Geometry, Volume
+from .cbct_cache import SegmentedTeeth
 from .device import autocast, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class CBCTPredictor:
         check_backend(backend, "cuda" if str(device) == "cuda" else "cpu")  # refused here, before any work
         self._backend = backend
         self._runner = None
+        self._segmented = None  # the last segmentation's teeth, for the click tools (.cbct_cache)
         path, expected = _locate(weights, model)
         self.card = verify_checkpoint(path, expected)
         if self.card.task != "cbct_teeth":
@@ -204,6 +206,7 @@ class CBCTPredictor:
         report("segment", 0.2)
         probs, backend, precision = self._sliding_window(crop, report)
         report("postprocess", 0.85)
+        self._segmented = SegmentedTeeth.from_probabilities(volume, crop_geom, probs)
         class_map = probs.argmax(axis=0).astype(np.uint8)
         if self.paper_protocol:
             labels_crop = fdi.class_index_to_fdi(class_map, "cbct").astype(np.uint8)
@@ -339,16 +342,34 @@ class CBCTPredictor:
             logits = run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
         return window.geometry, torch.softmax(logits[0], dim=0).cpu().numpy()
 
+    def segmented_window(self, volume: Volume, centre_ras):
+        """The window :meth:`window_probabilities` would run, read instead from this predictor's
+        last segmentation when it was of the same volume (:mod:`.cbct_cache`): (the window's
+        geometry, tooth probability (K, J, I) float32, most probable tooth class (K, J, I) uint8),
+        or None (no segmentation kept, another volume, or a click outside its crop)."""
+        kept = self._segmented
+        if kept is None:
+            return None
+        shape = tuple(int(s) for s in self.sw_config.roi_size)
+        geometry = window_geometry(centre_ras, self.preprocess_config.spacing_mm, shape)
+        found = kept.window(volume, geometry, shape)
+        return None if found is None else (geometry, *found)
 
 
-def click_window(volume: Volume, centre_ras, spacing_mm, shape_kji) -> Volume:
-    """``volume`` resampled (linear) onto a RAS-aligned grid of ``shape_kji`` voxels at
-    ``spacing_mm`` (one size, or three along R, A, S), centred on ``centre_ras``; only the part of
-    the volume under the window is read."""
+
+def window_geometry(centre_ras, spacing_mm, shape_kji) -> Geometry:
+    """The RAS-aligned grid of ``shape_kji`` voxels at ``spacing_mm`` (one size, or three along R,
+    A, S) centred on ``centre_ras``."""
     size_ijk = np.asarray(shape_kji, np.float64)[::-1]
     spacing = np.broadcast_to(np.asarray(spacing_mm, np.float64), (3,)).copy()
     origin = np.asarray(centre_ras, np.float64).reshape(3) - (size_ijk - 1.0) / 2.0 * spacing
-    geometry = Geometry(spacing, origin, np.eye(3))
+    return Geometry(spacing, origin, np.eye(3))
+
+
+def click_window(volume: Volume, centre_ras, spacing_mm, shape_kji) -> Volume:
+    """``volume`` resampled (linear) onto :func:`window_geometry`; only the part of the volume
+    under the window is read."""
+    geometry = window_geometry(centre_ras, spacing_mm, shape_kji)
     return resample_under(volume, geometry, tuple(int(s) for s in shape_kji))
 
 

@@ -356,7 +356,6 @@ class CBCTPredictor:
         return None if found is None else (geometry, *found)
 
 
-
 def window_geometry(centre_ras, spacing_mm, shape_kji) -> Geometry:
     """The RAS-aligned grid of ``shape_kji`` voxels at ``spacing_mm`` (one size, or three along R,
     A, S) centred on ``centre_ras``."""

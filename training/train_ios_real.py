@@ -50,7 +50,8 @@ LIMITATIONS = (
     "teeth are not supported; the teeth are numbered along the arch with textbook crown widths "
     "(ToothMCLCore.postprocessing.arch_order), tried with teeth removed (their spaces left open) but never on a jaw "
     "whose extraction space was closed, where the teeth may be numbered one position off; the numbering of four "
-    "scans was repaired from their geometry and three scans were left out (see ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to "
+    "scans was repaired from their geometry and three scans were left out (see "
+    "ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to "
     "{planes}, not 512) and saw {points:,} points, not 24,000, so that it trains on a 2-core CPU. Research use; not a "
     "medical device."
 )

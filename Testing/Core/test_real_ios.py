@@ -132,8 +132,8 @@ def test_a_mirrored_patient_gets_the_mirrored_numbers(meshsegnet_dir, test_patie
     """With the mirror pass a real jaw and its mirror image (x -> -x, faces turned) are numbered as
     mirrors of each other on every vertex (11 where the other had 21): a left/right decision that
     depends on the side the network looked from is gone. Without it the network's own numbers
-    disagree on more than a tenth of the vertices (measured: 17 % on 12_up); the numbering along the
-    arch takes most of that back (2 % left), the mirror pass the rest."""
+    disagree on more than a tenth of the vertices (measured: 17 % on 12_up); the refinement, with its
+    numbering along the arch, takes most of that back (2 % left), the mirror pass the rest."""
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.io.mesh import read_mesh
     from ToothMCLCore.types import SurfaceMesh

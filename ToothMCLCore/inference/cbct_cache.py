@@ -30,6 +30,18 @@ def tooth_classes() -> np.ndarray:
     return classes[[fdi.is_valid_fdi(int(v)) for v in fdi.class_index_to_fdi(classes, "cbct")]]
 
 
+def teeth_of(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tooth probability (all tooth classes together) float32, most probable tooth class uint8) of
+    (C, ...) class probabilities; the tooth classes are read as one view, not copied."""
+    classes = tooth_classes()
+    lo, hi = int(classes[0]), int(classes[-1]) + 1
+    contiguous = hi - lo == len(classes)
+    teeth = probs[lo:hi] if contiguous else probs[classes]
+    best = teeth.argmax(axis=0)
+    index = best + lo if contiguous else classes[best]
+    return teeth.sum(axis=0, dtype=np.float32), index.astype(np.uint8)
+
+
 def volume_key(volume: Volume) -> str:
     """A digest of ``volume``'s voxels and grid: which scan a kept result belongs to."""
     digest = hashlib.blake2b(digest_size=16)
@@ -58,22 +70,14 @@ class SegmentedTeeth:
 
     @classmethod
     def from_probabilities(cls, volume: Volume, geometry: Geometry, probs: np.ndarray) -> SegmentedTeeth:
-        """From (C, K, J, I) class probabilities on the crop ``geometry`` of ``volume``, without copying them."""
-        classes = tooth_classes()
-        tooth = np.zeros(probs.shape[1:], np.float32)
-        best = np.full(probs.shape[1:], -1.0, np.float32)
-        index = np.zeros(probs.shape[1:], np.uint8)
-        for c in classes:
-            tooth += probs[c]
-            higher = probs[c] > best
-            best[higher] = probs[c][higher]
-            index[higher] = c
+        """From (C, K, J, I) class probabilities on the crop ``geometry`` of ``volume``."""
+        tooth, index = teeth_of(probs)
         return cls(volume_key(volume), geometry, tooth.astype(np.float16), index)
 
     def window(self, volume: Volume, geometry: Geometry, shape_kji) -> tuple[np.ndarray, np.ndarray] | None:
         """(tooth probability float32, tooth class uint8) on the grid ``geometry`` / ``shape_kji``, or
         None when ``volume`` is not the segmented one or the window's centre is outside the crop."""
-        from ..preprocessing.cbct import resample_onto
+        from .cbct import resample_under  # reads only the part of the crop under the window
 
         centre_ijk = (np.asarray(shape_kji, np.float64)[::-1] - 1.0) / 2.0
         centre_ras = (geometry.ijk_to_ras @ np.r_[centre_ijk, 1.0])[:3]
@@ -82,6 +86,6 @@ class SegmentedTeeth:
             return None
         if volume_key(volume) != self.key:
             return None
-        tooth = resample_onto(Volume(self.tooth_probability.astype(np.float32), self.geometry), geometry, shape_kji)
-        index = resample_onto(Volume(self.tooth_class, self.geometry), geometry, shape_kji, is_label=True)
+        tooth = resample_under(Volume(self.tooth_probability, self.geometry), geometry, shape_kji)
+        index = resample_under(Volume(self.tooth_class, self.geometry), geometry, shape_kji, is_label=True)
         return tooth.array.astype(np.float32), index.array.astype(np.uint8)

@@ -243,16 +243,14 @@ def _window_teeth(model, volume: Volume, centre_ras):
     from the model's last segmentation of this volume when it kept one
     (:meth:`~ToothMCLCore.inference.cbct.CBCTPredictor.segmented_window`), else the network run there
     (``window_probabilities``)."""
-    from ..inference.cbct_cache import tooth_classes
+    from ..inference.cbct_cache import teeth_of
 
     kept = getattr(model, "segmented_window", None)
     found = kept(volume, centre_ras) if kept is not None else None
     if found is not None:
         return (*found, "segmentation")
     geometry, probs = model.window_probabilities(volume, centre_ras)
-    classes = tooth_classes()
-    teeth = probs[classes]
-    return geometry, teeth.sum(axis=0), classes[teeth.argmax(axis=0)].astype(np.uint8), "network"
+    return (geometry, *teeth_of(probs), "network")
 
 
 def _model_name(model) -> str:

@@ -179,7 +179,7 @@ class IOSPredictor:
         provenance = {
             "model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
             "jaw": jaw, "points_sampled": len(idx), "sampling_passes": self.passes, "mirror_passes": self.mirror,
-            "paper_protocol": self.paper_protocol, "surface_refinement": self.refine, "arch_numbering": self.refine,
+            "paper_protocol": self.paper_protocol, "surface_refinement": self.refine,
             "decimated_from_faces": n_faces if mapping is not None else 0,
             "toothmcl_version": __version__, "device": str(self.device),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

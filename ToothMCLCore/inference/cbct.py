@@ -348,12 +348,14 @@ class CBCTPredictor:
         geometry, tooth probability (K, J, I) float32, most probable tooth class (K, J, I) uint8),
         or None (no segmentation kept, another volume, or a click outside its crop)."""
         kept = self._segmented
-        if kept is None:
+        if kept is None or not kept.serves(volume, centre_ras):
             return None
         shape = tuple(int(s) for s in self.sw_config.roi_size)
         geometry = window_geometry(centre_ras, self.preprocess_config.spacing_mm, shape)
-        found = kept.window(volume, geometry, shape)
-        return None if found is None else (geometry, *found)
+        # only the part of the crop under the window is read (outside the crop: no tooth)
+        tooth = resample_under(Volume(kept.tooth_probability, kept.geometry), geometry, shape).array
+        index = resample_under(Volume(kept.tooth_class, kept.geometry), geometry, shape, is_label=True).array
+        return geometry, tooth.astype(np.float32), index.astype(np.uint8)
 
 
 def window_geometry(centre_ras, spacing_mm, shape_kji) -> Geometry:

@@ -74,18 +74,10 @@ class SegmentedTeeth:
         tooth, index = teeth_of(probs)
         return cls(volume_key(volume), geometry, tooth.astype(np.float16), index)
 
-    def window(self, volume: Volume, geometry: Geometry, shape_kji) -> tuple[np.ndarray, np.ndarray] | None:
-        """(tooth probability float32, tooth class uint8) on the grid ``geometry`` / ``shape_kji``, or
-        None when ``volume`` is not the segmented one or the window's centre is outside the crop."""
-        from .cbct import resample_under  # reads only the part of the crop under the window
-
-        centre_ijk = (np.asarray(shape_kji, np.float64)[::-1] - 1.0) / 2.0
-        centre_ras = (geometry.ijk_to_ras @ np.r_[centre_ijk, 1.0])[:3]
-        at = (self.geometry.ras_to_ijk @ np.r_[centre_ras, 1.0])[:3]
+    def serves(self, volume: Volume, centre_ras) -> bool:
+        """Whether a window centred on ``centre_ras`` of ``volume`` can be read from here: the same
+        volume (by digest), the centre inside the crop."""
+        at = (self.geometry.ras_to_ijk @ np.r_[np.asarray(centre_ras, np.float64).reshape(3), 1.0])[:3]
         if np.any(at < -0.5) or np.any(at > np.asarray(self.tooth_probability.shape[::-1]) - 0.5):
-            return None
-        if volume_key(volume) != self.key:
-            return None
-        tooth = resample_under(Volume(self.tooth_probability, self.geometry), geometry, shape_kji)
-        index = resample_under(Volume(self.tooth_class, self.geometry), geometry, shape_kji, is_label=True)
-        return tooth.array.astype(np.float32), index.array.astype(np.uint8)
+            return False
+        return volume_key(volume) == self.key

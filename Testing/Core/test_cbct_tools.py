@@ -184,7 +184,17 @@ def test_bad_add_clicks_are_refused_and_change_nothing(phantom, cbct_model):
     assert np.array_equal(labels, before)
 
 
-def test_an_add_on_the_volume_just_segmented_reads_that_segmentation_instead_of_running_the_network(phantom):
+@pytest.fixture(scope="module")
+def segmented_model(phantom):
+    """(the default model after it segmented the phantom, the result)."""
+    from ToothMCLCore.inference.cbct import CBCTPredictor
+
+    model = CBCTPredictor(device="cpu", backend="torch")
+    return model, model.predict(phantom[0])
+
+
+def test_an_add_on_the_volume_just_segmented_reads_that_segmentation_instead_of_running_the_network(
+        phantom, segmented_model):
     """After the model segmented this volume, an add click there costs no network window: the
     window comes from the segmentation's own probabilities (the record says so), and the tooth comes
     back with the same number and at least as well as when the network runs (measured on 8 teeth:
@@ -194,10 +204,9 @@ def test_an_add_on_the_volume_just_segmented_reads_that_segmentation_instead_of_
     from ToothMCLCore.types import Volume
 
     image, truth = phantom
-    model = CBCTPredictor(device="cpu", backend="torch")
+    model, _ = segmented_model
     calls = []
-    model.predict(image)
-    model.net.register_forward_hook(lambda *_: calls.append(1))
+    hook = model.net.register_forward_hook(lambda *_: calls.append(1))
     fresh = CBCTPredictor(device="cpu", backend="torch")
     for tooth in (16, 23, 35):
         labels = np.where(truth == tooth, 0, truth)
@@ -215,3 +224,46 @@ def test_an_add_on_the_volume_just_segmented_reads_that_segmentation_instead_of_
     other = Volume(edited, image.geometry)
     _, record = add_tooth(other, np.where(truth == 16, 0, truth), inside_point(image, truth == 16), model)
     assert record.params["window"] == "network" and len(calls) == 1
+    hook.remove()
+
+
+def test_the_kept_teeth_saved_as_uint8_and_handed_to_a_new_predictor_serve_its_clicks(phantom, segmented_model):
+    """What a saved scene keeps of a segmentation (the tooth probability in 1/255 steps and the
+    tooth class, uint8) and hands to a newly loaded predictor serves its add click without a network
+    window, adding the same voxels as the kept float16 teeth; the segmentation's result carries
+    them; a predictor of other weights refuses them; the volume they belong to is recognised through
+    a grid read back to 1e-14 mm but not through one moved by 0.01 mm."""
+    from ToothMCLCore.errors import WeightsError
+    from ToothMCLCore.inference.cbct import CBCTPredictor
+    from ToothMCLCore.inference.cbct_cache import SegmentedTeeth
+    from ToothMCLCore.interactive.cbct_tools import add_tooth
+    from ToothMCLCore.types import Geometry, Volume
+
+    image, truth = phantom
+    model, result = segmented_model
+    kept = result.segmented
+    assert kept is model.segmented and kept.model_sha256 == model.card.sha256
+    probability, tooth_class = kept.quantised()
+    assert probability.dtype == tooth_class.dtype == np.uint8 and probability.max() > 200
+    restored = SegmentedTeeth.from_quantised(kept.key, kept.geometry, probability, tooth_class, kept.model_sha256)
+    new = CBCTPredictor(device="cpu", backend="torch")
+    new.keep(restored)
+    calls = []
+    new.net.register_forward_hook(lambda *_: calls.append(1))
+    labels = np.where(truth == 23, 0, truth)
+    click = inside_point(image, truth == 23)
+    mine, record = add_tooth(image, labels, click, new)
+    theirs, _ = add_tooth(image, labels, click, model)
+    assert record.params["window"] == "segmentation" and calls == [] and record.label == 23
+    assert np.count_nonzero(mine != theirs) <= 0.01 * np.count_nonzero(theirs == 23)
+
+    m = image.geometry.ijk_to_ras.copy()
+    m[:3, 3] += 1e-14
+    assert SegmentedTeeth(kept.key, kept.geometry, kept.tooth_probability, kept.tooth_class).serves(
+        Volume(image.array, Geometry.from_ijk_to_ras(m)), click)
+    m[:3, 3] += 0.01
+    assert not kept.serves(Volume(image.array, Geometry.from_ijk_to_ras(m)), click)
+    with pytest.raises(WeightsError, match="segment the volume again"):
+        new.keep(SegmentedTeeth(kept.key, kept.geometry, probability, tooth_class, "0" * 64))
+    with pytest.raises(InvalidInputError, match="segment the volume again"):
+        SegmentedTeeth.from_quantised(kept.key, kept.geometry, probability, tooth_class[:-1])

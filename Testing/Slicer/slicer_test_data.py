@@ -58,3 +58,27 @@ def load_model(scene, path):
     node.SetAndObserveStorageNodeID(storage.GetID())
     assert storage.ReadData(node), f"Slicer could not read {path}"
     return node
+
+
+def save_and_reload(scene, folder):
+    """The scene written to ``folder`` (each storable node's data through its storage node, then
+    the MRML file) and read back into a new scene, as File > Save and File > Load Scene do."""
+    import slicer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    for node in nodes:
+        if node.IsA("vtkMRMLStorableNode") and node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+    for node in nodes:
+        storage = node.GetStorageNode() if node.IsA("vtkMRMLStorableNode") else None
+        if storage is not None:
+            storage.SetFileName(str(folder / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+            assert storage.WriteData(node), f"could not write {node.GetName()}"
+    scene.SetURL(str(folder / "scene.mrml"))
+    assert scene.Commit(), "could not write the scene"
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(folder / "scene.mrml"))
+    assert reloaded.Connect(), "could not read the scene back"
+    return reloaded

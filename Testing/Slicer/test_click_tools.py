@@ -140,16 +140,23 @@ def test_two_merged_teeth_of_a_cbct_segmentation_are_split_with_two_points(scene
         logic.applyClickTool(segmentation, "brush", _points(scene, inside(truth == 36)), value=0)
 
 
-def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(scene, small_phantom):
+def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(scene, small_phantom, tmp_path):
     """The module segments an oblique phantom CBCT with its default model; a tooth deleted by
     mistake comes back with one point: the model that made the segmentation gives the tooth around
-    the point (the logic's own, from the segmentation it kept, or after a scene reload the one its
-    provenance names, run there), the tooth takes its
-    number back by arch order (Dice >= 0.85 against the truth), undo restores, and the point is in
-    the saved diff. A segmentation that names no model gets a message saying to segment first."""
+    the point, the tooth takes its number back by arch order (Dice >= 0.85 against the truth), undo
+    restores, and the point is in the saved diff. The window around the point is read from the
+    network's teeth kept with the segmentation, by the logic that segmented and by a new session on
+    the scene saved and read back (no network window); a segmentation without them runs the model
+    its provenance names. A segmentation that names no model gets a message saying to segment first."""
     from scipy import ndimage
+    from slicer_test_data import save_and_reload
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
-    from ToothMCLSegmentLib.SegmentDisplay import createSegmentationNode, labelsFromSegmentation
+    from ToothMCLSegmentLib.SegmentDisplay import (
+        KEPT_CLASS_ROLE,
+        KEPT_PROBABILITY_ROLE,
+        createSegmentationNode,
+        labelsFromSegmentation,
+    )
     from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
 
     from ToothMCLCore.errors import InvalidInputError
@@ -164,16 +171,23 @@ def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(s
         k, j, i = np.unravel_index(np.argmax(ndimage.distance_transform_edt(mask)), mask.shape)
         return (image.geometry.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
 
-    for current in (logic, SegmentationLogic()):  # the second: a new session, the model read from provenance
+    reloaded = save_and_reload(scene, tmp_path / "scene")
+    again = reloaded.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    stripped = save_and_reload(scene, tmp_path / "stripped")  # the same, its kept teeth then removed
+    without = stripped.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    for role in (KEPT_PROBABILITY_ROLE, KEPT_CLASS_ROLE):
+        stripped.RemoveNode(without.GetNodeReference(role))
+    for current, segmentation, window in ((logic, segmentation, "segmentation"),
+                                          (SegmentationLogic(), again, "segmentation"),
+                                          (SegmentationLogic(), without, "network")):
         current.applyCorrection(segmentation, "delete", tooth=36)
         deleted = labelsFromSegmentation(segmentation)[0]
         assert not np.any(deleted == 36)
-        entries = current.applyClickTool(segmentation, "add", _points(scene, inside(truth == 36)))
+        entries = current.applyClickTool(segmentation, "add", _points(segmentation.GetScene(), inside(truth == 36)))
         labels = labelsFromSegmentation(segmentation)[0]
         got, want = labels == 36, truth == 36
         assert entries[0]["tool"] == "add" and entries[0]["labels"] == [36] and entries[0]["voxels"] == got.sum()
-        # the logic that segmented reads its kept segmentation; a new session runs the network
-        assert entries[0]["window"] == ("segmentation" if current is logic else "network")
+        assert entries[0]["window"] == window
         assert 2 * np.sum(got & want) / (got.sum() + want.sum()) >= 0.85
         assert np.array_equal(labels[deleted != 0], deleted[deleted != 0])
         assert any(e.get("tool") == "add" for e in current.correctionDiff(segmentation))

@@ -61,11 +61,14 @@ class CBCTResult:
         labels: label map on the *input* grid, (K, J, I) uint8: 0, FDI numbers, 99 metal.
         teeth: one :class:`ToothSummary` per tooth present, by FDI number.
         provenance: model name/version/SHA-256, date, offset used, crop box, ROI rule.
+        segmented: the network's teeth on the crop, kept for the click tools
+            (:class:`~.cbct_cache.SegmentedTeeth`), or None.
     """
 
     labels: Volume
     teeth: list[ToothSummary]
     provenance: dict = field(default_factory=dict)
+    segmented: SegmentedTeeth | None = None
 
 
 def _locate(weights: str | Path | None, model: str | None) -> tuple[Path, str | None]:
@@ -206,7 +209,8 @@ class CBCTPredictor:
         report("segment", 0.2)
         probs, backend, precision = self._sliding_window(crop, report)
         report("postprocess", 0.85)
-        self._segmented = SegmentedTeeth.from_probabilities(volume, crop_geom, probs)
+        segmented = SegmentedTeeth.from_probabilities(volume, crop_geom, probs, self.card.sha256)
+        self._segmented = segmented
         class_map = probs.argmax(axis=0).astype(np.uint8)
         if self.paper_protocol:
             labels_crop = fdi.class_index_to_fdi(class_map, "cbct").astype(np.uint8)
@@ -232,7 +236,7 @@ class CBCTPredictor:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "device": str(self.device),
         }
-        return CBCTResult(labels=labels, teeth=teeth, provenance=provenance)
+        return CBCTResult(labels=labels, teeth=teeth, provenance=provenance, segmented=segmented)
 
     # ------------------------------------------------------------------------------------
     def _crop_box(self, canonical: Volume) -> tuple[tuple[slice, ...], str]:
@@ -341,6 +345,24 @@ class CBCTPredictor:
         with torch.inference_mode():
             logits = run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
         return window.geometry, torch.softmax(logits[0], dim=0).cpu().numpy()
+
+    @property
+    def segmented(self) -> SegmentedTeeth | None:
+        """The teeth this predictor keeps for the click tools (its last segmentation's, or those
+        handed to :meth:`keep`), or None."""
+        return self._segmented
+
+    def keep(self, segmented: SegmentedTeeth) -> None:
+        """Keep ``segmented`` (e.g. read back with a saved scene) for the click tools, in place of
+        the last segmentation's: a click on its volume then reads it instead of running a window.
+
+        Raises:
+            WeightsError: it was made by other weights (another SHA-256) than this predictor's.
+        """
+        if segmented.model_sha256 != self.card.sha256:
+            raise WeightsError(f"these kept teeth were made by weights {segmented.model_sha256[:12] or '(unknown)'}, "
+                               f"not {self.card.name} ({self.card.sha256[:12]}); segment the volume again with it")
+        self._segmented = segmented
 
     def segmented_window(self, volume: Volume, centre_ras):
         """The window :meth:`window_probabilities` would run, read instead from this predictor's

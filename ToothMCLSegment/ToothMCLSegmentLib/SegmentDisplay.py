@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 #: node reference roles from a segmentation to the nodes it was made from
 PREDICTION_ROLE = "ToothMCLPrediction"
 INPUT_ROLE = "ToothMCLInput"
+#: hidden volume nodes of the network's teeth on the segmented crop, for the click tools
+KEPT_PROBABILITY_ROLE = "ToothMCLKeptToothProbability"
+KEPT_CLASS_ROLE = "ToothMCLKeptToothClass"
 
 
 def _binaryLabelmapName() -> str:
@@ -297,6 +300,72 @@ def predictionLabels(segmentationNode) -> np.ndarray | None:
     if node is None or node.GetImageData() is None:
         return None
     return np.array(slicer.util.arrayFromVolume(node), dtype=np.uint8, copy=True)
+
+
+def storeSegmentedTeeth(segmentationNode, segmented) -> None:
+    """Keep the network's teeth on the segmented crop (a
+    :class:`~ToothMCLCore.inference.cbct_cache.SegmentedTeeth`) in two hidden volume nodes
+    referenced by the segmentation, saved with the scene: the tooth probability in 1/255 steps and
+    the most probable tooth class, uint8 on the crop's grid. The volume's digest and the model's
+    SHA-256 are attributes of the probability node. After a scene reload the click tools read their
+    windows from there (:func:`segmentedTeeth`) instead of running the network."""
+    scene = segmentationNode.GetScene()
+    probability, toothClass = segmented.quantised()
+    matrix = vtkMatrixFromArray(segmented.geometry.ijk_to_ras)
+    nodes = []
+    for role, array, what in ((KEPT_PROBABILITY_ROLE, probability, "tooth probability"),
+                              (KEPT_CLASS_ROLE, toothClass, "tooth class")):
+        node = segmentationNode.GetNodeReference(role)
+        if node is None:
+            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{segmentationNode.GetName()} {what}")
+            node.SetHideFromEditors(True)
+            segmentationNode.SetNodeReferenceID(role, node.GetID())
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=np.uint8))
+        node.SetIJKToRASMatrix(matrix)
+        nodes.append(node)
+    nodes[0].SetAttribute(f"{attributePrefix()}volume_key", segmented.key)
+    nodes[0].SetAttribute(f"{attributePrefix()}model_sha256", segmented.model_sha256)
+
+
+def segmentedTeeth(segmentationNode):
+    """The kept teeth that :func:`storeSegmentedTeeth` stored with the segmentation (a
+    :class:`~ToothMCLCore.inference.cbct_cache.SegmentedTeeth`), or None: none stored, or their
+    nodes emptied or of different grids (the click tools then run the network)."""
+    from ToothMCLCore.errors import InvalidInputError
+    from ToothMCLCore.inference.cbct_cache import SegmentedTeeth
+    from ToothMCLCore.types import Geometry
+
+    probabilityNode = segmentationNode.GetNodeReference(KEPT_PROBABILITY_ROLE)
+    classNode = segmentationNode.GetNodeReference(KEPT_CLASS_ROLE)
+    if probabilityNode is None or classNode is None or probabilityNode.GetImageData() is None \
+            or classNode.GetImageData() is None:
+        return None
+    key = probabilityNode.GetAttribute(f"{attributePrefix()}volume_key")
+    if not key:
+        return None
+    matrices = []
+    for node in (probabilityNode, classNode):
+        m = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(m)
+        matrices.append(arrayFromVTKMatrix(m))
+    if not np.allclose(matrices[0], matrices[1], atol=1e-6):
+        logger.warning("the kept tooth probability and class of %s lie on different grids; ignoring them",
+                       segmentationNode.GetName())
+        return None
+    try:
+        return SegmentedTeeth.from_quantised(
+            key, Geometry.from_ijk_to_ras(matrices[0]), slicer.util.arrayFromVolume(probabilityNode),
+            slicer.util.arrayFromVolume(classNode),
+            probabilityNode.GetAttribute(f"{attributePrefix()}model_sha256") or "")
+    except InvalidInputError as exc:
+        logger.warning("ignoring the kept teeth of %s: %s", segmentationNode.GetName(), exc)
+        return None
+
+
+def keptTeethKey(segmentationNode) -> str | None:
+    """The volume digest of the kept teeth stored with the segmentation, or None (cheap: no voxels read)."""
+    node = segmentationNode.GetNodeReference(KEPT_PROBABILITY_ROLE)
+    return (node.GetAttribute(f"{attributePrefix()}volume_key") or None) if node is not None else None
 
 
 def setProvenance(node, provenance: dict) -> None:

@@ -37,10 +37,13 @@ from .SegmentDisplay import (
     INPUT_ROLE,
     createSegmentationNode,
     getProvenance,
+    keptTeethKey,
     labelsFromSegmentation,
     predictionLabels,
+    segmentedTeeth,
     setProvenance,
     storePrediction,
+    storeSegmentedTeeth,
 )
 from .TeethTable import teethTableFromModel, teethTableFromSegmentation
 from .VertexLabels import (
@@ -191,6 +194,8 @@ class SegmentationLogic:
         segmentationNode = createSegmentationNode(node.GetScene(), result.labels.array, node,
                                                   name=f"{node.GetName()} teeth", provenance=provenance)
         storePrediction(segmentationNode, result.labels.array)
+        if getattr(result, "segmented", None) is not None:
+            storeSegmentedTeeth(segmentationNode, result.segmented)
         return segmentationNode
 
     def segmentVolume(self, volumeNode, weights=None, model: str | None = None, device: str = "cpu",
@@ -258,10 +263,29 @@ class SegmentationLogic:
         (:meth:`clickModel`)."""
         model = None
         if modelNode is not None and not modelNode.IsA("vtkMRMLModelNode"):
-            # add needs the model; refine uses it when it is at hand (the walk then follows the network's
-            # tooth probability as well as the intensity) rather than loading it for one click
-            model = self.clickModel(modelNode) if tool == "add" else self._loadedClickModel(modelNode)
+            # add needs the model; refine uses it when it is at hand or when the segmentation kept the
+            # network's teeth (the walk then follows the network's tooth probability as well as the
+            # intensity, read from there), rather than loading it to run a window for one click
+            kept = keptTeethKey(modelNode) is not None
+            model = self.clickModel(modelNode) if tool == "add" or kept else self._loadedClickModel(modelNode)
+            self._handKeptTeeth(modelNode, model)
         return self.corrections.applyClickTool(modelNode, tool, markupsNode, tooth=tooth, value=value, model=model)
+
+    @staticmethod
+    def _handKeptTeeth(segmentationNode, model) -> None:
+        """Give ``model`` the network's teeth stored with ``segmentationNode``
+        (:func:`~.SegmentDisplay.storeSegmentedTeeth`) unless it already keeps them: after a scene
+        reload, or after it segmented another volume, its clicks then read the segmentation instead
+        of running a window. Teeth of other weights than the model's are left alone."""
+        key = keptTeethKey(segmentationNode)
+        if key is None or not hasattr(model, "keep"):
+            return
+        held = getattr(model, "segmented", None)
+        if held is not None and held.key == key:
+            return
+        kept = segmentedTeeth(segmentationNode)
+        if kept is not None and kept.model_sha256 == getattr(getattr(model, "card", None), "sha256", None):
+            model.keep(kept)
 
     def _loadedClickModel(self, segmentationNode):
         """The predictor this logic holds if it is the model that made ``segmentationNode`` (name
@@ -295,7 +319,9 @@ class SegmentationLogic:
             return None
         key = ("cbct_predictor", weights, None if weights else name, "cpu")
         try:
-            predictor = cbct_predictor(weights=weights, model=None if weights else name, device="cpu")
+            # built in the background: a click that reads the kept teeth does not wait for the network
+            predictor = cbct_predictor(weights=weights, model=None if weights else name, device="cpu",
+                                       load_in_background=True)
         except ToothMCLError as exc:
             logger.warning("could not load %s for the click tools: %s", weights or name, exc)
             return None

@@ -33,7 +33,8 @@ def test_given_left_and_right_swapped_the_score_names_the_mirrored_teeth():
 
 
 def test_summary_averages_scans_per_jaw_and_dice_per_tooth():
-    """Two upper scans (Dice 1 and 0.25) and a lower one: per-jaw means, mirrored totals, per-tooth means."""
+    """Two upper scans (Dice 1 and 0.25) and a lower one: per-jaw means, mirrored totals, per-tooth means,
+    and each scan's own figures."""
     truth, vertices = _jaw()
     swapped = truth.copy()
     swapped[truth == 11], swapped[truth == 21], swapped[truth == 12] = 21, 11, 13
@@ -47,6 +48,10 @@ def test_summary_averages_scans_per_jaw_and_dice_per_tooth():
     assert summary["upper"]["mirrored_teeth"] == 2 and summary["lower"]["mirrored_teeth"] == 0
     assert summary["all"]["scans"] == 3
     assert summary["per_tooth"]["11"] == {"dice": 0.5, "scans": 2} and summary["per_tooth"]["31"]["dice"] == 1.0
+    # each scan's record names what went wrong with it, TLA included (a lost tooth shows there)
+    assert summary["per_scan"]["b"]["mirrored"] == [11, 21] and summary["per_scan"]["b"]["dice"] == 0.25
+    np.testing.assert_array_equal([summary["per_scan"][s.case_id]["exp_neg_TLA"] for s in scores],
+                                  [round(s.TLA, 4) for s in scores])  # NaN on this 1-D toy jaw
     text = format_summary(summary, "title")
     assert text.splitlines()[0] == "title"
     assert any(line.startswith("upper") and " 0.625 " in line for line in text.splitlines())

@@ -153,7 +153,8 @@ def summarize(scores: list[ScanScore]) -> dict:
             teeth.setdefault(int(tooth), []).append(d)
     out["per_tooth"] = {str(t): {"dice": round(float(np.mean(v)), 4), "scans": len(v)} for t, v in sorted(teeth.items())}
     out["per_scan"] = {s.case_id: {"dice": round(s.dice, 4), "tooth_vs_gingiva": round(s.tooth_vs_gingiva, 4),
-                                   "TIR": round(s.TIR, 4), "mirrored": s.mirrored, "renumbered": s.renumbered}
+                                   "exp_neg_TLA": round(s.TLA, 4), "TIR": round(s.TIR, 4), "mirrored": s.mirrored,
+                                   "renumbered": s.renumbered}
                        for s in scores}
     return out
 

@@ -105,9 +105,10 @@ class IOSFinetuneConfig:
     decimates or subdivides it (:mod:`training.ios_sampling`); ``repeats`` visits each training
     jaw that many times per epoch; ``mirror`` is the probability that a step sees the jaw's
     mirror image (x -> -x, normals too) with every tooth renumbered as its mirror (11 <-> 21,
-    :func:`ToothMCLCore.fdi.mirror_permutation`). A mirrored jaw is a plausible jaw (the arch is
-    near-symmetric); the paper does not mirror, and with 50 real jaws it doubles what the
-    network sees of each side.
+    :func:`ToothMCLCore.fdi.mirror_permutation`); ``arch_width`` (a range, or none) scales x alone,
+    across the arch, by a factor drawn in it (a wider or narrower arch of the same teeth). A
+    mirrored jaw is a plausible jaw (the arch is near-symmetric); the paper does not mirror, and
+    with 50 real jaws it doubles what the network sees of each side.
     """
 
     init: str = "pretrained"
@@ -124,6 +125,7 @@ class IOSFinetuneConfig:
     resolution_augment: bool = False
     repeats: int = 1
     mirror: float = 0.0
+    arch_width: tuple | None = None
     version: str = "1.0.0"
     cache_dir: str = "auto"
     max_val_cases: int = 0
@@ -138,6 +140,9 @@ class IOSFinetuneConfig:
             raise ConfigError(f"ios.repeats must be at least 1 (got {self.repeats})")
         if not 0.0 <= self.mirror <= 1.0:
             raise ConfigError(f"ios.mirror is a probability, 0 to 1 (got {self.mirror})")
+        if self.arch_width is not None and not (len(self.arch_width) == 2
+                                                and 0.5 <= self.arch_width[0] <= self.arch_width[1] <= 2.0):
+            raise ConfigError(f"ios.arch_width is a range [low, high] within 0.5-2 (got {self.arch_width})")
 
     @classmethod
     def from_dict(cls, data):

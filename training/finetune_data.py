@@ -196,7 +196,8 @@ class IOSJawDataset(_Cases):
             pts, nrm, classes = pts[idx], nrm[idx], classes[idx]
         if self.augment:
             pts, nrm = augment(pts, nrm, rng, max_angle=c.rotation_rad, shift_mm=c.shift_mm, scale=tuple(c.scale),
-                               tilt=c.tilt_rad, jitter_mm=c.jitter_mm)
+                               tilt=c.tilt_rad, jitter_mm=c.jitter_mm,
+                               width=tuple(c.arch_width) if c.arch_width is not None else None)
             if c.mirror and rng.random() < c.mirror:  # no draw when off: earlier runs stay reproducible
                 pts, nrm = pts * MIRROR_X, nrm * MIRROR_X
                 classes = fdi.mirror_permutation(f"ios_{meta['jaw']}")[classes]

@@ -107,9 +107,27 @@ def test_paper_augmentation_is_unchanged_without_the_real_scan_options():
     np.testing.assert_array_equal(a, b)
 
 
+def test_arch_width_widens_the_arch_across_only_and_keeps_the_normals_on_the_surface():
+    """width (1.2, 1.2) on a plane x + z = 0: x grows 1.2x, y and z stay; the normals stay unit and
+    perpendicular to the widened plane (inverse transpose), and without it the draws are unchanged."""
+    rng = np.random.default_rng(2)
+    xy = rng.normal(size=(100, 2)) * 10
+    pts = np.stack([xy[:, 0], xy[:, 1], -xy[:, 0]], axis=1)
+    nrm = np.tile([1.0, 0.0, 1.0], (100, 1)) / np.sqrt(2)
+    out, n = augment(pts, nrm, np.random.default_rng(0), max_angle=0.0, shift_mm=0.0, scale=(1, 1), tilt=0.0,
+                     width=(1.2, 1.2))
+    np.testing.assert_allclose(out, pts * [1.2, 1, 1], atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0)
+    np.testing.assert_allclose(np.einsum("ij,ij->i", out - out[:1], n), 0.0, atol=1e-9)
+    plain, _ = augment(pts, nrm, np.random.default_rng(0), max_angle=0.3, tilt=0.1)
+    same, _ = augment(pts, nrm, np.random.default_rng(0), max_angle=0.3, tilt=0.1, width=None)
+    np.testing.assert_array_equal(plain, same)
+
+
 @pytest.mark.parametrize("values,message", [({"sampling": "poisson"}, "ios.sampling"),
                                             ({"resolution_augment": True}, "needs ios.sampling: mesh"),
-                                            ({"sampling": "mesh", "repeats": 0}, "ios.repeats")])
+                                            ({"sampling": "mesh", "repeats": 0}, "ios.repeats"),
+                                            ({"arch_width": [1.2, 0.9]}, "ios.arch_width")])
 def test_inconsistent_sampling_settings_are_refused(values, message):
     """A config that cannot run says which key to fix."""
     base = {"arch": {}, "n_points": 1024}

@@ -137,7 +137,7 @@ def point_features(points_canonical: np.ndarray, normals_canonical: np.ndarray,
 
 def augment(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
             max_angle: float = 0.5, shift_mm: float = 2.0, scale: tuple[float, float] = (0.9, 1.1),
-            tilt: float | None = None, jitter_mm: float = 0.0):
+            tilt: float | None = None, jitter_mm: float = 0.0, width: tuple[float, float] | None = None):
     """Paper augmentations: random rotation in (-0.5, 0.5) rad, shift, and scaling.
 
     The rotation is about each axis by an angle drawn in (-max_angle, max_angle); the scale is
@@ -146,8 +146,12 @@ def augment(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
     Real scans (ours, for training on them): with ``tilt`` set, ``max_angle`` bounds the rotation
     about the occlusal axis (z) only and ``tilt`` the rotations about x and y (a scan's occlusal
     plane is known to a few degrees, its rotation in that plane less well); ``jitter_mm`` adds
-    Gaussian noise of that standard deviation (clipped at 3 sigma) to every coordinate. With the
-    defaults the draws, and so the results, are those of the paper's version.
+    Gaussian noise of that standard deviation (clipped at 3 sigma) to every coordinate; ``width``
+    (a range) scales x alone, across the arch, by a factor drawn in it: real arches differ in width
+    more than in length (one test jaw is 64 mm across its second molars, another 49 mm), and an
+    isotropic scale cannot make a wide arch of normal-sized teeth. The normals get the inverse
+    transpose, renormalised. With the defaults the draws, and so the results, are those of the
+    paper's version.
     """
     if tilt is None:
         angles = rng.uniform(-max_angle, max_angle, size=3)
@@ -164,4 +168,10 @@ def augment(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
     out = (points @ r.T) * s + t
     if jitter_mm > 0:
         out = out + np.clip(rng.normal(0.0, jitter_mm, size=out.shape), -3 * jitter_mm, 3 * jitter_mm)
-    return out, normals @ r.T
+    normals = normals @ r.T
+    if width is not None:
+        w = rng.uniform(*width)
+        out = out * np.array([w, 1.0, 1.0])
+        normals = normals * np.array([1.0 / w, 1.0, 1.0])
+        normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    return out, normals

@@ -146,8 +146,9 @@ def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(s
     the point, the tooth takes its number back by arch order (Dice >= 0.85 against the truth), undo
     restores, and the point is in the saved diff. The window around the point is read from the
     network's teeth kept with the segmentation, by the logic that segmented and by a new session on
-    the scene saved and read back (no network window); a segmentation without them runs the model
-    its provenance names. A segmentation that names no model gets a message saying to segment first."""
+    the scene saved and read back (no network window), whose boundary fix follows them too; a
+    segmentation without them runs the model its provenance names. A segmentation that names no
+    model gets a message saying to segment first."""
     from scipy import ndimage
     from slicer_test_data import save_and_reload
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
@@ -155,7 +156,9 @@ def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(s
         KEPT_CLASS_ROLE,
         KEPT_PROBABILITY_ROLE,
         createSegmentationNode,
+        getProvenance,
         labelsFromSegmentation,
+        setToothLabels,
     )
     from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
 
@@ -177,23 +180,32 @@ def test_a_tooth_deleted_from_a_cbct_segmentation_is_added_back_with_one_point(s
     without = stripped.GetFirstNodeByClass("vtkMRMLSegmentationNode")
     for role in (KEPT_PROBABILITY_ROLE, KEPT_CLASS_ROLE):
         stripped.RemoveNode(without.GetNodeReference(role))
-    for current, segmentation, window in ((logic, segmentation, "segmentation"),
-                                          (SegmentationLogic(), again, "segmentation"),
-                                          (SegmentationLogic(), without, "network")):
-        current.applyCorrection(segmentation, "delete", tooth=36)
-        deleted = labelsFromSegmentation(segmentation)[0]
+    for current, node, window in ((logic, segmentation, "segmentation"),
+                                  (SegmentationLogic(), again, "segmentation"),
+                                  (SegmentationLogic(), without, "network")):
+        current.applyCorrection(node, "delete", tooth=36)
+        deleted = labelsFromSegmentation(node)[0]
         assert not np.any(deleted == 36)
-        entries = current.applyClickTool(segmentation, "add", _points(segmentation.GetScene(), inside(truth == 36)))
-        labels = labelsFromSegmentation(segmentation)[0]
+        entries = current.applyClickTool(node, "add", _points(node.GetScene(), inside(truth == 36)))
+        labels = labelsFromSegmentation(node)[0]
         got, want = labels == 36, truth == 36
         assert entries[0]["tool"] == "add" and entries[0]["labels"] == [36] and entries[0]["voxels"] == got.sum()
         assert entries[0]["window"] == window
         assert 2 * np.sum(got & want) / (got.sum() + want.sum()) >= 0.85
         assert np.array_equal(labels[deleted != 0], deleted[deleted != 0])
-        assert any(e.get("tool") == "add" for e in current.correctionDiff(segmentation))
-        current.undoCorrection(segmentation)
-        assert np.array_equal(labelsFromSegmentation(segmentation)[0], deleted)
-        current.undoCorrection(segmentation)  # the delete
+        assert any(e.get("tool") == "add" for e in current.correctionDiff(node))
+        current.undoCorrection(node)
+        assert np.array_equal(labelsFromSegmentation(node)[0], deleted)
+        current.undoCorrection(node)  # the delete
+    # a boundary fix on the reloaded scene follows the kept teeth too, without a network window
+    whole = labelsFromSegmentation(again)[0]
+    eroded = np.where((whole == 46) & ~ndimage.binary_erosion(whole == 46), 0, whole).astype(np.uint8)
+    fresh = SegmentationLogic()
+    setToothLabels(again, eroded)
+    entries = fresh.applyClickTool(again, "refine", _points(reloaded, inside((whole == 46) & (eroded != 46))), tooth=46)
+    grown, want = labelsFromSegmentation(again)[0] == 46, whole == 46
+    assert entries[0]["window"] == "segmentation" and entries[0]["model"] == getProvenance(again)["model"]
+    assert 2 * np.sum(grown & want) / (grown.sum() + want.sum()) >= 0.9
     bare = createSegmentationNode(scene, np.where(truth == 36, 0, truth).astype(np.uint8), volume)
     with pytest.raises(InvalidInputError, match="segment the volume with a model first"):
         SegmentationLogic().applyClickTool(bare, "add", _points(scene, inside(truth == 36)))

@@ -277,16 +277,17 @@ REFINE_BETA = 250.0  # on phantoms (31 teeth, a 1-voxel rim eroded): beta 60 -> 
 #                      of teeth back at Dice >= 0.9 with 3 clicks; 500 the same
 
 
-def _tooth_probability_on(volume: Volume, box, model, shape) -> np.ndarray:
-    """The network's tooth probability (all tooth classes) on the voxels of ``box``, from one
-    window of ``model`` centred on the box (:func:`_window_teeth`)."""
+def _tooth_probability_on(volume: Volume, box, model, shape) -> tuple[np.ndarray, str]:
+    """(the network's tooth probability (all tooth classes) on the voxels of ``box``, from one
+    window of ``model`` centred on the box, ``"segmentation"`` or ``"network"``: where the window
+    came from (:func:`_window_teeth`))."""
     from ..inference.cbct import _sub_geometry
     from ..preprocessing.cbct import resample_onto
 
     centre_kji = [(b.start + b.stop - 1) / 2.0 for b in box]
-    geometry, tooth_probability, _, _ = _window_teeth(model, volume, _ras(volume, centre_kji))
+    geometry, tooth_probability, _, source = _window_teeth(model, volume, _ras(volume, centre_kji))
     window = Volume(tooth_probability.astype(np.float32), geometry)
-    return resample_onto(window, _sub_geometry(volume.geometry, box), shape).array.astype(np.float64)
+    return resample_onto(window, _sub_geometry(volume.geometry, box), shape).array.astype(np.float64), source
 
 
 def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
@@ -345,7 +346,7 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
     scaled = (values - low) / max(high - low, 1e-6)
     data, channel_axis = scaled, None
     if model is not None:  # the network's tooth probability as a second channel of the walk
-        probability = _tooth_probability_on(volume, box, model, sub.shape)
+        probability, source = _tooth_probability_on(volume, box, model, sub.shape)
         data, channel_axis = np.stack([scaled, REFINE_NETWORK_WEIGHT * probability], axis=-1), -1
     with warnings.catch_warnings():  # probabilities a rounding error outside [0, 1]: only their argmax is used
         warnings.filterwarnings("ignore", message="The probability range is outside")
@@ -367,5 +368,5 @@ def refine_tooth(volume: Volume, labels, tooth: int, positive=(), negative=(),
              [Click("negative", tuple(map(float, p))) for p in negative]
     params = {"radius_mm": radius_mm}
     if model is not None:
-        params["model"] = _model_name(model)
+        params["model"], params["window"] = _model_name(model), source
     return out, record("refine", clicks, tooth, (tooth,), int(np.count_nonzero(out != lab)), params, unit="voxels")

@@ -16,7 +16,9 @@ from ToothMCLCore import fdi
 from ToothMCLCore.postprocessing.arch_order import (
     CROWN_WIDTH_MM,
     MIN_ARCH_VERTICES,
+    WHOLE_ARCH_TURN_DEG,
     arch_coordinate,
+    arch_turn,
     fit_arch,
     number_along_arch,
 )
@@ -135,6 +137,28 @@ def test_a_third_molar_is_numbered_8_without_moving_the_others():
                                        "lower", normals), "lower")
     assert np.mean(fixed[truth == 48] == 48) >= 0.9
     assert _misnumbered(fixed, truth) == [] and np.mean(fixed == truth) >= 0.97
+
+
+def test_erupted_third_molars_the_network_calls_7s_are_numbered_8_on_a_whole_arch():
+    """Both 8s erupted, and the network (which saw two 8s in training) calls the right side's
+    15-18 14-17 with confidence, as it does on the demo's phantom: on a whole arch the order and
+    the widths outweigh it, and every tooth gets its own number back."""
+    present = FULL["upper"] + [18, 28]
+    points, normals, truth = _arch("upper", present)
+    called = np.where((truth >= 15) & (truth <= 18), truth - 1, truth)
+    probs = _probs("upper", called, sure=0.8)
+    assert len(_misnumbered(_numbers(probs, "upper"), truth)) == 4
+    fixed = _numbers(number_along_arch(probs, points, np.ones(len(points), bool), "upper", normals), "upper")
+    assert _misnumbered(fixed, truth) == [] and np.mean(fixed == truth) >= 0.95
+
+
+def test_a_whole_arch_turns_like_a_u_and_one_side_of_it_half_as_much():
+    """The centre line of a whole arch turns by more than WHOLE_ARCH_TURN_DEG (the network then
+    counts for less), that of one quadrant by less."""
+    points, _, truth = _arch("lower", FULL["lower"])
+    assert arch_turn(points, np.ones(len(points), bool)) > WHOLE_ARCH_TURN_DEG + 15
+    quadrant = truth > 40
+    assert arch_turn(points[quadrant], np.ones(quadrant.sum(), bool)) < WHOLE_ARCH_TURN_DEG - 15
 
 
 def test_a_scan_of_one_quadrant_keeps_that_quadrants_numbers():

@@ -30,9 +30,10 @@ Stages (reported to ``progress``; a cancel takes effect between them):
    per-tooth Dice 0.670 -> 0.713 upper, 0.783 -> 0.824 lower, tooth vs gingiva 0.928 -> 0.958 /
    0.920 -> 0.947), and before the walk the teeth are numbered as one sequence along the arch
    (:mod:`~ToothMCLCore.postprocessing.arch_order`: each tooth about its textbook width, its
-   ends where the crowns' normals turn; the test split then gave 0.888 upper, 0.918 lower, TIR
-   0.938 -> 0.973, renumbered teeth 28 -> 6; exp(-TLA) fell from 0.826 to 0.778 because three
-   jaws each lost one tooth to a neighbour, and the challenge's TLA gives such a jaw about 0).
+   ends where the crowns' normals turn, the network weighing less on a whole arch than on part
+   of one; the test split then gave 0.945 upper, 0.918 lower, TIR 0.938 -> 0.995, renumbered
+   teeth 28 -> 1, exp(-TLA) 0.826 -> 0.848; two lower jaws each lose one tooth to a neighbour,
+   and the challenge's TLA gives such a jaw about 0).
    Then each tooth label keeps its largest connected region on the mesh (smaller
    regions become gingiva); a further region of the same label far across the arch is a second
    tooth (:func:`~ToothMCLCore.postprocessing.assignment.is_second_instance`); every tooth

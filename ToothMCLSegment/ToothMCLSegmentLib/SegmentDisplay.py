@@ -283,15 +283,21 @@ def storePrediction(segmentationNode, labels: np.ndarray) -> None:
 
     Corrections are saved as (prediction, corrected) pairs; the prediction must survive edits.
     """
-    scene = segmentationNode.GetScene()
     ijkToRas, _ = referenceGeometry(segmentationNode)
-    node = segmentationNode.GetNodeReference(PREDICTION_ROLE)
+    _storeHiddenVolume(segmentationNode, PREDICTION_ROLE, "vtkMRMLLabelMapVolumeNode", "prediction", labels, ijkToRas)
+
+
+def _storeHiddenVolume(segmentationNode, role: str, className: str, what: str, array, ijkToRas):
+    """The hidden volume node the segmentation references as ``role`` (made, named after the
+    segmentation and ``what``, if there is none) holding ``array`` as uint8 on ``ijkToRas``."""
+    node = segmentationNode.GetNodeReference(role)
     if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{segmentationNode.GetName()} prediction")
+        node = segmentationNode.GetScene().AddNewNodeByClass(className, f"{segmentationNode.GetName()} {what}")
         node.SetHideFromEditors(True)
-        segmentationNode.SetNodeReferenceID(PREDICTION_ROLE, node.GetID())
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(labels, dtype=np.uint8))
+        segmentationNode.SetNodeReferenceID(role, node.GetID())
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=np.uint8))
     node.SetIJKToRASMatrix(vtkMatrixFromArray(ijkToRas))
+    return node
 
 
 def predictionLabels(segmentationNode) -> np.ndarray | None:
@@ -309,22 +315,13 @@ def storeSegmentedTeeth(segmentationNode, segmented) -> None:
     the most probable tooth class, uint8 on the crop's grid. The volume's digest and the model's
     SHA-256 are attributes of the probability node. After a scene reload the click tools read their
     windows from there (:func:`segmentedTeeth`) instead of running the network."""
-    scene = segmentationNode.GetScene()
     probability, toothClass = segmented.quantised()
-    matrix = vtkMatrixFromArray(segmented.geometry.ijk_to_ras)
-    nodes = []
-    for role, array, what in ((KEPT_PROBABILITY_ROLE, probability, "tooth probability"),
-                              (KEPT_CLASS_ROLE, toothClass, "tooth class")):
-        node = segmentationNode.GetNodeReference(role)
-        if node is None:
-            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{segmentationNode.GetName()} {what}")
-            node.SetHideFromEditors(True)
-            segmentationNode.SetNodeReferenceID(role, node.GetID())
-        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array, dtype=np.uint8))
-        node.SetIJKToRASMatrix(matrix)
-        nodes.append(node)
-    nodes[0].SetAttribute(f"{attributePrefix()}volume_key", segmented.key)
-    nodes[0].SetAttribute(f"{attributePrefix()}model_sha256", segmented.model_sha256)
+    matrix = segmented.geometry.ijk_to_ras
+    node = _storeHiddenVolume(segmentationNode, KEPT_PROBABILITY_ROLE, "vtkMRMLScalarVolumeNode", "tooth probability",
+                              probability, matrix)
+    _storeHiddenVolume(segmentationNode, KEPT_CLASS_ROLE, "vtkMRMLScalarVolumeNode", "tooth class", toothClass, matrix)
+    node.SetAttribute(f"{attributePrefix()}volume_key", segmented.key)
+    node.SetAttribute(f"{attributePrefix()}model_sha256", segmented.model_sha256)
 
 
 def segmentedTeeth(segmentationNode):

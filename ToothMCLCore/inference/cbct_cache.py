@@ -17,8 +17,8 @@ uint8 arrays (the probability in steps of 1/255, the class), which the Slicer mo
 the segmentation in hidden volume nodes, saved with the scene; after the scene is read back,
 :meth:`SegmentedTeeth.from_quantised` rebuilds them and
 :meth:`~.cbct.CBCTPredictor.keep` hands them to a newly loaded predictor, so that the first click
-of a new session reads the segmentation too (0.3 s, against 2.8 s for a network window of the
-paper-size model). 1/255 is far finer than anything the tools compare the probability with (the
+of a new session reads the segmentation too (0.54 s for the paper-size model, its loading
+counted, against 2.6 s for a network window). 1/255 is far finer than anything the tools compare the probability with (the
 add tool's 0.5 threshold, the refine walk's weights).
 """
 

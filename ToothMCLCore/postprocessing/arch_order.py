@@ -73,7 +73,7 @@ lower (the half arches: both jaws, validation / training):
   the jaws without their 4s 0.926 -> 0.936 upper); on part of an arch only the network can say
   which part it is, and there 0.1 stays (0.05-0.07 gave half arches 0.68-0.75). The two are
   told apart by how far the arch's centre line turns (:func:`arch_turn`): 125-180 degrees on the
-  55 whole jaws with or without their 7s, 25-115 on 95 % of their halves; a threshold anywhere in
+  55 whole jaws with or without their 7s, under 115 on 95 % of their halves; a threshold anywhere in
   110-130 gave the same figures. Scans of the front of the arch (the same jaws cut 12-32 mm behind
   the incisors, turning 76-147 degrees) were numbered as well as with 0.1 throughout, or better
   (cut at 32 mm: validation 0.870 -> 0.937, training 0.936 -> 0.942).
@@ -212,7 +212,7 @@ def arch_turn(points: np.ndarray, tooth: np.ndarray) -> float:
     """Degrees the arch's centre line turns from one end to the other: the angle between its
     directions over its first and last sixth. A whole arch is U-shaped (125-180 degrees on the 55
     training and validation jaws, their 7s removed or not); one side of it turns about half as
-    much (25-115 degrees for 95 % of those jaws cut at the midline)."""
+    much (under 115 degrees for 95 % of those jaws cut at the midline)."""
     line = _centre_line(points, tooth)
     k = max(2, len(line) // 6)
     if len(line) <= k:

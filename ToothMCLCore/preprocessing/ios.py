@@ -149,8 +149,8 @@ def augment(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
     Gaussian noise of that standard deviation (clipped at 3 sigma) to every coordinate; ``width``
     (a range) scales x alone, across the arch, by a factor drawn in it: real arches differ in width
     more than in length (one test jaw is 64 mm across its second molars, another 49 mm), and an
-    isotropic scale cannot make a wide arch of normal-sized teeth. The normals get the inverse
-    transpose, renormalised. With the defaults the draws, and so the results, are those of the
+    isotropic scale cannot make a wide arch of normal-sized teeth (the front teeth, which lie
+    across x, do widen with it). The normals get the inverse transpose, renormalised. With the defaults the draws, and so the results, are those of the
     paper's version.
     """
     if tilt is None:

@@ -227,3 +227,25 @@ def test_the_sam_prompt_without_a_checkpoint_says_where_to_put_one(labelled, mon
     with pytest.raises(InvalidInputError, match="SAM checkpoint"):
         logic.applyClickTool(node, "sam", _points(scene, gingiva))
     assert np.array_equal(vertexLabels(node), before)
+
+
+def test_a_deleted_segmentation_takes_its_hidden_working_volumes_with_it(scene, small_phantom):
+    """The module keeps, hidden beside a CBCT segmentation, the network's label map and its kept
+    teeth (tens of MB on a real scan); deleting the segmentation deletes them, so they are not
+    saved with every later scene, and leaves everything else where it was."""
+    from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
+    from ToothMCLSegmentLib.SegmentDisplay import HIDDEN_ROLES
+    from ToothMCLSegmentLib.VolumeConversion import addVolumeNode
+
+    image, _ = small_phantom
+    volume = addVolumeNode(scene, image, "phantom CBCT")
+    logic = SegmentationLogic()
+    first = logic.segmentVolume(volume, device="cpu")
+    second = logic.segmentVolume(volume, device="cpu")
+    hidden = {role: first.GetNodeReference(role).GetID() for role in HIDDEN_ROLES}
+    kept = {role: second.GetNodeReference(role).GetID() for role in HIDDEN_ROLES}
+    assert len(set(hidden.values()) | set(kept.values())) == 2 * len(HIDDEN_ROLES)
+    scene.RemoveNode(first)
+    assert all(scene.GetNodeByID(node) is None for node in hidden.values())
+    assert all(scene.GetNodeByID(node) is not None for node in kept.values())
+    assert scene.GetNodeByID(volume.GetID()) is not None and second.GetScene() is scene

@@ -13,6 +13,7 @@ Label arrays are ``(K, J, I)`` uint8 on the reference geometry; matrices are IJK
 from __future__ import annotations
 
 import logging
+import weakref
 
 import numpy as np
 import slicer
@@ -287,11 +288,38 @@ def storePrediction(segmentationNode, labels: np.ndarray) -> None:
     _storeHiddenVolume(segmentationNode, PREDICTION_ROLE, "vtkMRMLLabelMapVolumeNode", "prediction", labels, ijkToRas)
 
 
+#: the hidden volumes a segmentation references (they go when it goes: :func:`removeHiddenWithSegmentations`)
+HIDDEN_ROLES = (PREDICTION_ROLE, KEPT_PROBABILITY_ROLE, KEPT_CLASS_ROLE)
+_watchedScenes = weakref.WeakSet()
+
+
+def removeHiddenWithSegmentations(scene) -> None:
+    """From now on, when a node of ``scene`` that references hidden volumes of ours (the network's
+    label map, its kept teeth) is removed, remove them too: they are the segmentation's working
+    data, tens of MB, and nothing else refers to them (otherwise they would be saved with every
+    scene after the segmentation was deleted). Once per scene; not while the scene closes."""
+    if scene is None or scene in _watchedScenes:
+        return
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def aboutToRemove(caller, event, node):
+        if node is None or caller is None or caller.IsClosing():  # no caller: the scene is being deleted
+            return
+        for role in HIDDEN_ROLES:
+            hidden = node.GetNodeReference(role) if node.IsA("vtkMRMLSegmentationNode") else None
+            if hidden is not None and hidden.GetHideFromEditors():
+                caller.RemoveNode(hidden)
+
+    scene.AddObserver(scene.NodeAboutToBeRemovedEvent, aboutToRemove)
+    _watchedScenes.add(scene)
+
+
 def _storeHiddenVolume(segmentationNode, role: str, className: str, what: str, array, ijkToRas):
     """The hidden volume node the segmentation references as ``role`` (made, named after the
     segmentation and ``what``, if there is none) holding ``array`` as uint8 on ``ijkToRas``."""
     node = segmentationNode.GetNodeReference(role)
     if node is None:
+        removeHiddenWithSegmentations(segmentationNode.GetScene())
         node = segmentationNode.GetScene().AddNewNodeByClass(className, f"{segmentationNode.GetName()} {what}")
         node.SetHideFromEditors(True)
         segmentationNode.SetNodeReferenceID(role, node.GetID())

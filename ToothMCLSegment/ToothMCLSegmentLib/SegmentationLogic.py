@@ -40,6 +40,7 @@ from .SegmentDisplay import (
     keptTeethKey,
     labelsFromSegmentation,
     predictionLabels,
+    removeHiddenWithSegmentations,
     segmentedTeeth,
     setProvenance,
     storePrediction,
@@ -87,6 +88,11 @@ class SegmentationLogic:
     def __init__(self):
         self.corrections = CorrectionCapture()
         self._predictor = None  # (key, predictor): reused while weights and device stay the same
+        # the application's scene (none without the Slicer application): a segmentation deleted there,
+        # one of a scene read back included, takes its hidden working volumes with it
+        import slicer
+
+        removeHiddenWithSegmentations(getattr(slicer, "mrmlScene", None))
 
     # -- dependencies -----------------------------------------------------------------------
     def checkDependencies(self, confirm: Callable[[str], bool] | None = None) -> list[str]:

@@ -41,7 +41,8 @@ segmented again), and the new tooth is the connected region under the click (or 
 alone. A tooth-sized window (30 x 24 x 24 mm) was tried first and failed: the demo model, trained
 on whole dentitions, found the erased tooth at mean Dice 0.29 and numbered half of them in the
 wrong jaw; with its card's window, 0.91 and every number right (phantom seed 21, 31 teeth). When the
-model is the one that segmented this very volume, the window is read from that segmentation's
+model is the one that segmented this very volume (or was handed that segmentation's kept teeth,
+as the Slicer module does after a scene reload), the window is read from that segmentation's
 probabilities instead of running the network again (:mod:`ToothMCLCore.inference.cbct_cache`:
 0.1 s instead of one window, 2.2 s for the paper-size network on 2 cores; the click's record says
 which, ``"window": "segmentation"`` or ``"network"``); refine's network channel reads it the same

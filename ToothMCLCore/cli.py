@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--refine", action=argparse.BooleanOptionalAction,
                    help="Point Transformer models: settle tooth boundaries on the surface (a graph cut along "
                         "concave creases, the teeth numbered in sequence along the arch, then a random walk "
-                        "between teeth) before numbering (default: on; --no-refine gives the network's own "
+                        "between teeth) before numbering, and re-decide tooth or gingiva next to the boundary "
+                        "with the card's learned refiner (default: on; --no-refine gives the network's own "
                         "boundaries and numbers)")
     i.add_argument("--fdi-order", action=argparse.BooleanOptionalAction,
                    help="SOFTooth models: number teeth with the arch-order prior (default: the card's, on); "

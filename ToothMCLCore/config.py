@@ -201,7 +201,7 @@ class ModelCard:
     Attributes:
         name: registry key, ``<modality>_<arch>_v<N>``.
         version: semantic version of the weights.
-        task: ``"cbct_teeth"``, ``"cbct_roi"``, ``"ios_teeth"``.
+        task: ``"cbct_teeth"``, ``"cbct_roi"``, ``"ios_teeth"``, ``"ios_boundary"``.
         architecture: builder key in ``ToothMCLCore.models.ARCHITECTURES``.
         arch_args: keyword arguments of the builder.
         class_scheme: ``ToothMCLCore.fdi`` scheme name (``"cbct"``, ``"binary"``, ...).
@@ -210,6 +210,8 @@ class ModelCard:
         sha256: SHA-256 of the safetensors file.
         training_data, intended_use, notes: free text shown to users.
         roi_model: registry name of the ROI model to crop with (CBCT models), or "".
+        boundary_model: registry name of the tooth-vs-gingiva boundary refiner trained on this
+            IOS model's probabilities (:mod:`ToothMCLCore.postprocessing.boundary`), or "".
     """
 
     name: str
@@ -225,6 +227,7 @@ class ModelCard:
     intended_use: str = ""
     notes: str = ""
     roi_model: str = ""
+    boundary_model: str = ""
     metrics: dict = field(default_factory=dict)
 
     from_dict = classmethod(config_from_dict)

@@ -87,6 +87,7 @@ def evaluate(weights: Path, dataset, passes: int | None = None, device: str = "c
     summary = summarize(scores)
     summary["sampling_passes"], summary["mirror_passes"] = predictor.passes, predictor.mirror
     summary["surface_refinement"] = predictor.refine
+    summary["boundary_model"] = predictor.boundary_card.name if predictor.boundary_card else ""
     return summary
 
 
@@ -131,6 +132,8 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
         f"{' with a mirror pass each' if summary.get('mirror_passes') else ''}"
         + (", boundaries settled on the surface, teeth numbered along the arch"
            if summary.get("surface_refinement") else "")
+        + (f", tooth vs gingiva re-decided next to the boundary by {summary['boundary_model']}"
+           if summary.get("boundary_model") else "")
         + "): mean per-tooth "
         f"Dice {up['mean_dice']:.3f} upper / {low['mean_dice']:.3f} lower, tooth vs gingiva (TSA) "
         f"{up['tooth_vs_gingiva']:.3f} / {low['tooth_vs_gingiva']:.3f}, exp(-TLA) {a['exp_neg_TLA']:.3f}, TIR "

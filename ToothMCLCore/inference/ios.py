@@ -39,6 +39,9 @@ Stages (reported to ``progress``; a cancel takes effect between them):
    tooth (:func:`~ToothMCLCore.postprocessing.assignment.is_second_instance`); every tooth
    region then gets its FDI number from the order-aware assignment shared with CBCT
    (:func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`).
+   Last, where the card names a ``boundary_model`` and the scan's resolution is one it was
+   trained on, a small graph network re-decides tooth or gingiva on the vertices within two
+   edges of the boundary (:mod:`~ToothMCLCore.postprocessing.boundary`; off with ``refine``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +63,8 @@ from ..io.mesh import (
     vertex_normals,
 )
 from ..postprocessing.assignment import assign_fdi, is_second_instance
+from ..postprocessing.boundary import median_edge_mm, refine_boundary
+from ..postprocessing.surface import mesh_edges
 from ..preprocessing.ios import (
     COORDINATE_SCALE_MM,
     MIRROR_X,
@@ -83,6 +89,22 @@ MIN_TOOTH_VERTICES = 30
 DEFAULT_PASSES = 6
 
 
+@dataclass
+class NetworkOutput:
+    """What :meth:`IOSPredictor.network_probabilities` gives: ``mesh`` (decimated when the scan
+    was above the face budget; ``mapping`` then takes a scan vertex to its vertex here, else None)
+    with its RAS ``normals``; ``points`` / ``point_normals`` (N, 3) in the canonical jaw frame;
+    ``probs`` (N, 17) class probabilities; ``points_sampled`` per pass."""
+
+    mesh: SurfaceMesh
+    normals: np.ndarray
+    points: np.ndarray
+    point_normals: np.ndarray
+    probs: np.ndarray
+    mapping: np.ndarray | None
+    points_sampled: int
+
+
 class IOSPredictor:
     """Per-vertex FDI segmentation of one jaw with a Point Transformer.
 
@@ -100,13 +122,20 @@ class IOSPredictor:
         refine: settle the boundaries on the surface and number the teeth along the arch before
             the regions are numbered (stage 4, :mod:`ToothMCLCore.postprocessing.surface`,
             :mod:`ToothMCLCore.postprocessing.arch_order`); None or True: on, except with ``paper_protocol``.
+        boundary: with ``refine``, re-decide tooth or gingiva near the settled boundary with the
+            learned refiner the card names (``boundary_model``;
+            :mod:`ToothMCLCore.postprocessing.boundary`); None or True: when the card names one.
+        boundary_weights: a refiner's ``.safetensors`` file (with its card) to use instead of the
+            card's, e.g. one just trained by ``training/train_boundary.py``.
 
     Raises:
         InvalidInputError: ``paper_protocol`` with ``passes`` other than 1 or with ``mirror``.
+        WeightsError: a refiner file that is missing, corrupt or not a boundary refiner.
     """
 
     def __init__(self, weights=None, model: str | None = None, device: str = "auto", passes: int | None = None,
-                 mirror: bool | None = None, paper_protocol: bool = False, refine: bool | None = None):
+                 mirror: bool | None = None, paper_protocol: bool = False, refine: bool | None = None,
+                 boundary: bool | None = None, boundary_weights=None):
         if passes is not None and int(passes) < 1:
             raise InvalidInputError(f"passes must be at least 1 (got {passes})")
         if paper_protocol and ((passes is not None and int(passes) != 1) or mirror or refine):
@@ -124,6 +153,13 @@ class IOSPredictor:
         self.mirror = bool(mirror if mirror is not None else self.card.preprocess.get("mirror_passes", False))
         self.n_points = int(self.card.preprocess.get("n_points", N_POINTS))
         self.scale_mm = float(self.card.preprocess.get("coordinate_scale_mm", COORDINATE_SCALE_MM))
+        self.boundary_net = self.boundary_card = None
+        wanted = boundary_weights is not None or self.card.boundary_model
+        if self.refine and boundary is not False and wanted:
+            self.boundary_net, self.boundary_card = _load(boundary_weights, self.card.boundary_model, self.device)
+            if self.boundary_card.task != "ios_boundary":
+                raise WeightsError(f"{self.boundary_card.name} is a {self.boundary_card.task!r} model, not a "
+                                   "tooth-vs-gingiva boundary refiner (task 'ios_boundary')")
 
     def predict(self, scan: MeshReadResult | SurfaceMesh, jaw: str | None = None,
                 progress: ProgressFn | None = None, cancel: threading.Event | None = None,
@@ -138,6 +174,45 @@ class IOSPredictor:
         """
         scan, jaw = prepare_scan_and_jaw(scan, jaw)
         report = _Reporter(progress, cancel)
+        net = self.network_probabilities(scan, jaw, report, seed)
+        mesh, normals, pts, nrm, probs, mapping = net.mesh, net.normals, net.points, net.point_normals, net.probs, net.mapping
+        report("postprocess", 0.8)
+        boundary_refined = False
+        if self.paper_protocol:
+            labels = fdi.class_index_to_fdi(probs.argmax(axis=1), f"ios_{jaw}").astype(np.int32)
+            instances = arch_instances(labels)
+        elif self.refine:
+            labels, instances = settle_and_number(mesh, normals, probs, pts, jaw, nrm)
+            boundary_refined = self._boundary_applies(pts, mesh.faces)
+            if boundary_refined:
+                labels, instances = refine_boundary(self.boundary_net, pts, nrm, mesh.faces, probs, labels, instances,
+                                                    self.device)
+        else:
+            labels, instances = number_vertices(mesh, probs, pts, jaw)
+        tooth_probability = (1.0 - probs[:, 0]).astype(np.float32)
+        if mapping is not None:
+            labels, instances, tooth_probability = labels[mapping], instances[mapping], tooth_probability[mapping]
+        file_labels = scan.to_file_order(labels).astype(np.int32)
+        file_instances = scan.to_file_order(instances).astype(np.int32)
+        teeth = summarize_mesh(scan.mesh, labels)
+        report("done", 1.0)
+        provenance = {
+            "model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
+            "jaw": jaw, "points_sampled": net.points_sampled, "sampling_passes": self.passes, "mirror_passes": self.mirror,
+            "paper_protocol": self.paper_protocol, "surface_refinement": self.refine,
+            "boundary_model": self.boundary_card.name if self.boundary_card else "",
+            "boundary_refined": boundary_refined,
+            "decimated_from_faces": len(scan.mesh.faces) if mapping is not None else 0,
+            "toothmcl_version": __version__, "device": str(self.device),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return IOSResult(file_labels, file_instances, jaw, teeth, provenance,
+                         scan.to_file_order(tooth_probability, fill=0.0).astype(np.float32))
+
+    def network_probabilities(self, scan: MeshReadResult, jaw: str, report=None, seed: int = 0) -> NetworkOutput:
+        """Stages 1-3 (module docstring) on a scan that :func:`prepare_scan_and_jaw` returned: the
+        class probabilities of every vertex of the (possibly decimated) mesh."""
+        report = report or _Reporter(None, None)
         report("prepare", 0.0)
         mesh, normals = scan.mesh, scan.normals
         mapping = None
@@ -162,31 +237,20 @@ class IOSPredictor:
             vertex_probs = transfer_probabilities(pts[idx], probs_sampled, pts)
             probs = vertex_probs if k == 0 else probs + vertex_probs
         probs /= self.passes
-        report("postprocess", 0.8)
-        if self.paper_protocol:
-            labels = fdi.class_index_to_fdi(probs.argmax(axis=1), f"ios_{jaw}").astype(np.int32)
-            instances = arch_instances(labels)
-        elif self.refine:
-            labels, instances = settle_and_number(mesh, normals, probs, pts, jaw, nrm)
-        else:
-            labels, instances = number_vertices(mesh, probs, pts, jaw)
-        tooth_probability = (1.0 - probs[:, 0]).astype(np.float32)
-        if mapping is not None:
-            labels, instances, tooth_probability = labels[mapping], instances[mapping], tooth_probability[mapping]
-        file_labels = scan.to_file_order(labels).astype(np.int32)
-        file_instances = scan.to_file_order(instances).astype(np.int32)
-        teeth = summarize_mesh(scan.mesh, labels)
-        report("done", 1.0)
-        provenance = {
-            "model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
-            "jaw": jaw, "points_sampled": len(idx), "sampling_passes": self.passes, "mirror_passes": self.mirror,
-            "paper_protocol": self.paper_protocol, "surface_refinement": self.refine,
-            "decimated_from_faces": n_faces if mapping is not None else 0,
-            "toothmcl_version": __version__, "device": str(self.device),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        return IOSResult(file_labels, file_instances, jaw, teeth, provenance,
-                         scan.to_file_order(tooth_probability, fill=0.0).astype(np.float32))
+        return NetworkOutput(mesh, normals, pts, nrm, probs, mapping, len(idx))
+
+    def _boundary_applies(self, points: np.ndarray, faces: np.ndarray) -> bool:
+        """True when there is a boundary refiner and the scan's median edge length is within the
+        range it was trained on (its card's ``preprocess["median_edge_mm"]``); logs why not."""
+        if self.boundary_net is None or faces is None or len(faces) == 0:
+            return False
+        low, high = self.boundary_card.preprocess.get("median_edge_mm", (0.0, float("inf")))
+        edge = median_edge_mm(points, mesh_edges(faces))
+        if low <= edge <= high:
+            return True
+        logger.info("boundary refiner %s skipped: the scan's median edge is %.2f mm, it was trained on %.2f-%.2f mm",
+                    self.boundary_card.name, edge, low, high)
+        return False
 
     def _forward(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """(n, 17) class probabilities of ``points`` (n, 3) mm with their ``normals``, canonical frame."""

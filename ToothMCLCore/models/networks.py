@@ -93,11 +93,19 @@ def build_softooth(preset: str = "paper", **overrides):
     return build(preset, **overrides)
 
 
+def build_boundary_gnn(n_features: int = 18, hidden: int = 48, layers: int = 3):
+    """Tooth-vs-gingiva boundary refiner on an IOS mesh (see ``ToothMCLCore.models.boundary_gnn``)."""
+    from .boundary_gnn import BoundaryGNN
+
+    return BoundaryGNN(n_features, hidden, layers)
+
+
 ARCHITECTURES: dict[str, Callable[..., Any]] = {
     "swinunetr": build_swinunetr,
     "roi_unet": build_roi_unet,
     "point_transformer": build_point_transformer,
     "softooth": build_softooth,
+    "boundary_gnn": build_boundary_gnn,
 }
 
 

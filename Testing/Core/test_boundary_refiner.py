@@ -1,0 +1,176 @@
+"""The learned tooth-vs-gingiva boundary refiner (ToothMCLCore.postprocessing.boundary) on real scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from ToothMCLCore.errors import WeightsError
+from ToothMCLCore.postprocessing.boundary import (
+    BAND_HOPS,
+    FEATURES,
+    boundary_inputs,
+    neighbour_numbers,
+)
+from ToothMCLCore.postprocessing.surface import mesh_edges
+
+#: test patients (of the card's test split) whose two jaws are segmented with and without the refiner
+PATIENTS = ("12", "16")
+
+
+#: one sampling pass (with its mirror) instead of the card's three keeps this module quick; the card's
+#: sampling with the refiner is what Testing/Core/test_real_ios.py holds to the card's figures
+FAST = {"device": "cpu", "passes": 1, "mirror": True}
+
+
+@pytest.fixture(scope="module")
+def predictors():
+    from ToothMCLCore.inference.ios import IOSPredictor
+
+    return {"refined": IOSPredictor(**FAST), "settled": IOSPredictor(**FAST, boundary=False)}
+
+
+@pytest.fixture(scope="module")
+def real_scans(meshsegnet_dir):
+    """Both jaws of :data:`PATIENTS`: (scan as segment-ios reads it, jaw, truth per file vertex)."""
+    from ToothMCLCore.io.mesh import read_mesh
+    from ToothMCLCore.io.public_datasets.meshsegnet import JAWS, convert_scan
+
+    scans = {}
+    for patient in PATIENTS:
+        for word, jaw in JAWS.items():
+            path = meshsegnet_dir / f"{patient}_{word}.vtp"
+            truth_scan, truth, _ = convert_scan(path, jaw)
+            scans[f"{patient}_{jaw}"] = (read_mesh(path), jaw, np.asarray(truth_scan.to_file_order(truth)))
+    return scans
+
+
+@pytest.fixture(scope="module")
+def segmented(predictors, real_scans):
+    return {case: {key: p.predict(scan, jaw) for key, p in predictors.items()}
+            for case, (scan, jaw, _) in real_scans.items()}
+
+
+def test_the_default_model_names_its_refiner(predictors):
+    """ios_pt_real_v1's card names the shipped refiner, trained for it, and segment-ios loads it."""
+    refined, settled = predictors["refined"], predictors["settled"]
+    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v1"
+    assert refined.boundary_card.task == "ios_boundary"
+    assert refined.card.name in refined.boundary_card.training_data
+    assert settled.boundary_net is None
+
+
+def test_real_boundaries_move_towards_the_truth_and_no_tooth_is_lost(segmented, real_scans):
+    """On four real test jaws the refiner raises tooth vs gingiva on average and on no jaw lowers
+    it by more than 0.003; every tooth the settled labels had is still there."""
+    gains = {}
+    for case, results in segmented.items():
+        truth = real_scans[case][2] > 0
+        before, after = results["settled"], results["refined"]
+        assert after.provenance["boundary_refined"] is True and after.provenance["boundary_model"]
+        assert before.provenance["boundary_refined"] is False
+        gains[case] = float(np.mean((after.labels > 0) == truth) - np.mean((before.labels > 0) == truth))
+        assert set(np.unique(after.labels)) == set(np.unique(before.labels)), case
+    assert np.mean(list(gains.values())) >= 0.004, gains
+    assert min(gains.values()) >= -0.003, gains
+
+
+def test_only_vertices_near_the_boundary_change_and_they_take_a_neighbours_number(segmented, real_scans):
+    """A vertex more than two edges from the settled boundary keeps its label; a vertex that became
+    tooth carries the number of a tooth beside it, with that tooth's instance."""
+    for case, results in segmented.items():
+        scan = real_scans[case][0]
+        before, after = results["settled"].labels, results["refined"].labels
+        clean_before, clean_after = before[scan.clean_to_file], after[scan.clean_to_file]
+        edges = mesh_edges(scan.mesh.faces)
+        _, _, _, band = boundary_inputs(scan.mesh.vertices_ras, scan.normals, scan.mesh.faces,
+                                        np.full(len(clean_before), 0.5), clean_before > 0, edges)
+        changed = clean_before != clean_after
+        assert changed.any() and not (changed & ~band).any(), case
+        grown = np.flatnonzero((clean_before == 0) & (clean_after > 0))
+        near = {int(v): set() for v in grown}
+        for a, b in edges:
+            for x, y in ((a, b), (b, a)):
+                if x in near and clean_before[y] > 0:
+                    near[x].add(int(clean_before[y]))
+        for v in grown:
+            if near[v]:  # a 1-ring tooth neighbour: the number is one of theirs
+                assert clean_after[v] in near[v], (case, v)
+
+
+def test_a_denser_scan_than_the_refiner_knows_is_left_as_settled(predictors, real_scans):
+    """A real scan subdivided to half its edge length is outside the refiner's range: it is left
+    as the surface refinement settled it, and the provenance says the refiner did not run."""
+    import trimesh
+
+    from ToothMCLCore.types import SurfaceMesh
+
+    scan, jaw, _ = real_scans["12_upper"]
+    vertices, faces = trimesh.remesh.subdivide(scan.mesh.vertices_ras, scan.mesh.faces)
+    dense = SurfaceMesh(vertices, faces)
+    refined = predictors["refined"].predict(dense, jaw)
+    assert refined.provenance["boundary_refined"] is False
+    assert refined.provenance["boundary_model"] == "ios_boundary_real_v1"
+    np.testing.assert_array_equal(refined.labels, predictors["settled"].predict(dense, jaw).labels)
+
+
+def test_the_inputs_mark_the_band_around_the_boundary(real_scans):
+    """Hops are 0 on vertices with a neighbour on the other side, grow by one per ring, carry the
+    side's sign, and the band is every vertex within BAND_HOPS of the boundary."""
+    scan, _, truth = real_scans["16_lower"]
+    tooth = truth[scan.clean_to_file] > 0
+    edges = mesh_edges(scan.mesh.faces)
+    features, edge_index, edge_features, band = boundary_inputs(
+        scan.mesh.vertices_ras, scan.normals, scan.mesh.faces, np.where(tooth, 0.9, 0.1), tooth, edges)
+    assert features.shape == (len(tooth), len(FEATURES)) and np.isfinite(features).all()
+    assert edge_index.shape == (2, 2 * len(edges)) and np.isfinite(edge_features).all()
+    hops = features[:, FEATURES.index("hops")]
+    on_boundary = np.zeros(len(tooth), bool)
+    differ = tooth[edges[:, 0]] != tooth[edges[:, 1]]
+    on_boundary[edges[differ].ravel()] = True
+    np.testing.assert_array_equal(hops == 0, on_boundary)
+    assert (hops[tooth & ~on_boundary] > 0).all() and (hops[~tooth & ~on_boundary] < 0).all()
+    ring = np.abs(hops)
+    assert (np.abs(ring[edges[:, 0]] - ring[edges[:, 1]]) <= 1).all()
+    np.testing.assert_array_equal(band, ring <= BAND_HOPS)
+    assert 0.1 < band.mean() < 0.7
+
+
+def test_a_new_tooth_vertex_takes_the_most_common_number_beside_it():
+    """On a path 0-1-2-3-4, vertex 2 between teeth 11 (two neighbours' worth) and 12 takes 11 and
+    its instance; a vertex with no tooth within two edges gets none."""
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [5, 6]])
+    adjacency = sparse.coo_matrix((np.ones(10), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
+                                  shape=(7, 7)).tocsr()
+    labels = np.array([11, 11, 0, 12, 12, 0, 0])
+    instances = np.array([3, 3, 0, 4, 4, 0, 0])
+    number, instance = neighbour_numbers(adjacency, labels, instances, np.array([2, 5]))
+    assert number.tolist() == [11, 0] and instance.tolist() == [3, 0]
+
+
+def test_a_file_that_is_not_a_refiner_is_refused(tiny_ios_weights):
+    """Passing an IOS segmentation model as the refiner fails with what it is."""
+    from ToothMCLCore.inference.ios import IOSPredictor
+
+    with pytest.raises(WeightsError, match="not a tooth-vs-gingiva boundary refiner"):
+        IOSPredictor(device="cpu", boundary_weights=tiny_ios_weights)
+
+
+def test_train_boundary_writes_a_refiner_the_predictor_runs(meshsegnet_dir, tmp_path, real_scans):
+    """``python -m training.train_boundary`` (one jaw each, two epochs, as a quick check) writes a
+    refiner and its card that IOSPredictor loads and runs on a real scan."""
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.models.checkpoint import read_card
+    from training.train_boundary import main
+
+    out = tmp_path / "run"
+    assert main(["--data", str(meshsegnet_dir), "--out", str(out), "--limit", "1", "--epochs", "2", "--hidden", "8",
+                 "--no-validation-figures", "--name", "ios_boundary_check_v1"]) == 0
+    weights = out / "ios_boundary_check_v1.safetensors"
+    card = read_card(weights.with_suffix(".json"))
+    assert card.task == "ios_boundary" and card.preprocess["median_edge_mm"][0] < card.preprocess["median_edge_mm"][1]
+    assert [row["epoch"] for row in card.metrics["training_log"]] == [0, 2]
+    scan, jaw, _ = real_scans["12_lower"]
+    result = IOSPredictor(**FAST, boundary_weights=weights).predict(scan, jaw)
+    assert result.provenance["boundary_model"] == "ios_boundary_check_v1"

@@ -1,0 +1,244 @@
+"""Train the tooth-vs-gingiva boundary refiner of the real intraoral model, in one command.
+
+    python -m training.train_boundary --data ../shared/data/meshsegnet --out runs/ios_boundary
+
+The refiner (:mod:`ToothMCLCore.postprocessing.boundary`) re-decides the vertices next to the
+boundary that the IOS pipeline settled; it learns from one IOS model's probabilities, so it is
+trained for that model (``--model``, default ``ios_pt_real_v1``).
+
+1. **Data**: MeshSegNet's scans converted and split by patient exactly as
+   ``training/train_ios_real.py`` does (``OUT/export``, reused when there): the refiner trains on
+   the same 48 training jaws as the network, chooses its epoch on the same 7 validation jaws,
+   and never sees the 14 test jaws.
+2. **Inputs**: every training and validation jaw is read back from its file as
+   ``segment-ios`` reads it and run through the model's pipeline up to the settled labels
+   (:meth:`~ToothMCLCore.inference.ios.IOSPredictor.network_probabilities` with the card's
+   sampling, then :func:`~ToothMCLCore.inference.ios.settle_and_number`); the refiner's inputs
+   are :func:`~ToothMCLCore.postprocessing.boundary.boundary_inputs`, its target the truth's
+   tooth-or-gingiva.
+3. **Training**: :class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN` (48 channels, 3 rounds),
+   binary cross-entropy on the band vertices only (those it may change), each step on the jaw
+   or (half the time) its mirror image (x -> -x, as inference averages the two), AdamW (lr 2e-3,
+   weight decay 1e-4), one jaw per step, ``--epochs`` (120) epochs, seed 0; every 5 epochs the
+   validation jaws' tooth-vs-gingiva accuracy with the band re-decided, and the best epoch is
+   kept. The feature normalisation is the training band's mean and spread, stored with the
+   weights. The scans' median edge lengths on the training jaws, widened by
+   :data:`EDGE_MARGIN` each way, become the range the refiner runs on.
+4. **Card and check**: ``OUT/<name>.safetensors`` and its card (task ``ios_boundary``), then the
+   validation split through the whole pipeline without and with the refiner (mean per-tooth
+   Dice, tooth vs gingiva), written into the card. The test split is not read here: it is
+   measured with the shipped model by ``training/train_ios_real.py --evaluate-only``.
+
+To ship it, copy ``OUT/<name>.safetensors`` and its ``.json`` into ``ToothMCLCore/weights/`` and
+name it in the IOS model's card (``"boundary_model"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ToothMCLCore.postprocessing.boundary import mirror_edge_features
+
+logger = logging.getLogger("training.boundary")
+
+#: the refiner runs on scans whose median edge is within the training jaws' range widened by this fraction
+EDGE_MARGIN = 0.1
+#: epochs between two validations
+VALIDATE_EVERY = 5
+
+
+def scan_inputs(predictor, case) -> dict:
+    """The refiner's inputs and target for one dataset case, through ``predictor``'s pipeline."""
+    from ToothMCLCore.inference.ios import settle_and_number
+    from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
+    from ToothMCLCore.io.mesh import read_mesh
+    from ToothMCLCore.postprocessing.boundary import boundary_inputs, median_edge_mm
+    from ToothMCLCore.postprocessing.surface import mesh_edges
+
+    record = case.load()
+    scan, jaw = prepare_scan_and_jaw(read_mesh(case.paths["mesh"]), record.jaw)
+    net = predictor.network_probabilities(scan, jaw)
+    labels, _ = settle_and_number(net.mesh, net.normals, net.probs, net.points, jaw, net.point_normals)
+    truth = np.asarray(record.labels)[scan.clean_to_file] > 0
+    edges = mesh_edges(net.mesh.faces)
+    features, edge_index, edge_features, band = boundary_inputs(net.points, net.point_normals, net.mesh.faces,
+                                                                 1.0 - net.probs[:, 0], labels > 0, edges)
+    return {"case": case.case_id, "features": features, "edge_index": edge_index, "edge_features": edge_features,
+            "band": band, "tooth": labels > 0, "truth": truth, "median_edge_mm": median_edge_mm(net.points, edges)}
+
+
+def band_accuracy(model, scans: list[dict]) -> float:
+    """Mean over ``scans`` of the tooth-vs-gingiva accuracy with the band re-decided by ``model``."""
+    import torch
+
+    model.eval()
+    scores = []
+    with torch.inference_mode():
+        for s in scans:
+            logits = (model(*_tensors(s)) + model(*_tensors(s, mirror=True))).numpy() / 2.0
+            decided = np.where(s["band"], logits > 0, s["tooth"])
+            scores.append(float(np.mean(decided == s["truth"])))
+    model.train()
+    return float(np.mean(scores))
+
+
+def _tensors(s: dict, mirror: bool = False):
+    import torch
+
+    edge_features = mirror_edge_features(s["edge_features"]) if mirror else s["edge_features"]
+    return torch.from_numpy(s["features"]), torch.from_numpy(s["edge_index"]), torch.from_numpy(edge_features)
+
+
+def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hidden: int = 48, layers: int = 3,
+          lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0):
+    """(best model, its epoch, its validation accuracy, log rows) of step 3 (module docstring)."""
+    import copy
+
+    import torch
+
+    from ToothMCLCore.models.boundary_gnn import BoundaryGNN
+    from ToothMCLCore.postprocessing.boundary import FEATURES
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = BoundaryGNN(len(FEATURES), hidden, layers)
+    band_features = torch.from_numpy(np.concatenate([s["features"][s["band"]] for s in train_scans]))
+    model.set_normalisation(band_features.mean(0), band_features.std(0))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best = (band_accuracy(model, val_scans), 0, copy.deepcopy(model.state_dict()))
+    log = [(0, float("nan"), best[0])]
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for i in rng.permutation(len(train_scans)):
+            s = train_scans[i]
+            band = torch.from_numpy(s["band"])
+            # half the steps see the scan's mirror image: inference averages the two
+            logits = model(*_tensors(s, mirror=rng.random() < 0.5))[band]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.from_numpy(s["truth"][s["band"]].astype(np.float32)))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        if epoch % VALIDATE_EVERY == 0 or epoch == epochs:
+            accuracy = band_accuracy(model, val_scans)
+            log.append((epoch, float(np.mean(losses)), accuracy))
+            logger.info("epoch %d: loss %.4f, validation tooth vs gingiva %.4f", epoch, np.mean(losses), accuracy)
+            if accuracy > best[0]:
+                best = (accuracy, epoch, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    model.eval()
+    return model, best[1], best[0], log
+
+
+def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
+    """Step 4: the validation split through the whole pipeline without and with ``refiner``."""
+    from ToothMCLCore.evaluation.ios_split import evaluate_cases, summarize
+    from ToothMCLCore.inference.ios import IOSPredictor
+
+    figures = {}
+    for key, options in (("settled", {"boundary": False}), ("refined", {"boundary_weights": refiner})):
+        summary = summarize(evaluate_cases(IOSPredictor(weights=ios_weights, device="cpu", **options),
+                                           dataset.split("val")))
+        figures[key] = {jaw: {k: summary[jaw][k] for k in ("scans", "mean_dice", "tooth_vs_gingiva")}
+                        for jaw in ("upper", "lower")}
+    return figures
+
+
+def refiner_card(name: str, hidden: int, epochs: int, ios_card, scans: dict, epoch: int, accuracy: float, log):
+    """The refiner's card (before its SHA-256): what it was trained for and on, the scans' edge range."""
+    from ToothMCLCore.config import ModelCard
+    from ToothMCLCore.postprocessing.boundary import BAND_HOPS, FEATURES
+
+    from .train_ios_real import LICENCE, SPLIT, SPLIT_SEED
+
+    edges = [s["median_edge_mm"] for s in scans["train"]]
+    edge_range = [round(min(edges) * (1 - EDGE_MARGIN), 3), round(max(edges) * (1 + EDGE_MARGIN), 3)]
+    return ModelCard(
+        name=name, version="1.0.0", task="ios_boundary", architecture="boundary_gnn",
+        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": 3}, class_scheme="binary",
+        preprocess={"band_hops": BAND_HOPS, "median_edge_mm": edge_range, "features": list(FEATURES)},
+        training_data=(f"{len(scans['train'])} training jaws of real intraoral scans of MeshSegNet, licence {LICENCE}, "
+                       f"split by patient as for the IOS model (fractions {list(SPLIT)}, seed {SPLIT_SEED}), "
+                       f"as segmented by {ios_card.name} (SHA-256 {ios_card.sha256[:12]}); epoch chosen on "
+                       f"{len(scans['val'])} validation jaws; the test split never read"),
+        intended_use=(f"Re-decides tooth or gingiva near the settled boundary of {ios_card.name}'s segmentation, on "
+                      "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
+        notes=(f"BoundaryGNN, {epochs} epochs (best: {epoch}), AdamW lr 2e-3, weight decay 1e-4, seed 0; each step "
+               f"on the jaw or its mirror image; validation tooth vs gingiva with the band re-decided: {accuracy:.4f}."),
+        metrics={"training_log": [{"epoch": e, "loss": None if np.isnan(loss) else round(loss, 5),
+                                   "val_tooth_vs_gingiva": round(acc, 5)} for e, loss, acc in log]},
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
+    p.add_argument("--out", default="runs/ios_boundary", help="output folder (export/, the refiner and its card)")
+    p.add_argument("--model", default="ios_pt_real_v1", help="registry name of the IOS model (default: %(default)s)")
+    p.add_argument("--weights", help="the IOS model's .safetensors file instead of --model")
+    p.add_argument("--name", default="ios_boundary_real_v1", help="the refiner's name (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=120)
+    p.add_argument("--hidden", type=int, default=48)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation jaws (a quick "
+                                                        "check of the command; 0: all)")
+    p.add_argument("--no-validation-figures", action="store_true",
+                   help="skip step 4's whole-pipeline run on the validation split")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    import torch
+
+    from ToothMCLCore.config import ModelCard
+    from ToothMCLCore.errors import ToothMCLError
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.io.atomic import atomic_write_text
+    from ToothMCLCore.models.checkpoint import card_path, save_checkpoint
+    from ToothMCLCore.models.registry import resolve_weights
+
+    from .train_ios_real import convert
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        dataset = convert(Path(args.data), out / "export")
+        ios_weights = Path(args.weights) if args.weights else resolve_weights(args.model)[0]
+        predictor = IOSPredictor(weights=ios_weights, device="cpu", boundary=False)
+        limit = args.limit or None
+        scans = {}
+        for split in ("train", "val"):
+            scans[split] = []
+            for case in dataset.split(split)[:limit]:
+                logger.info("%s: %s", split, case.case_id)
+                scans[split].append(scan_inputs(predictor, case))
+        model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden)
+        card = refiner_card(args.name, args.hidden, args.epochs, predictor.card, scans, epoch, accuracy, log)
+        weights = out / f"{args.name}.safetensors"
+        card = save_checkpoint(model, card, weights)
+        if not args.no_validation_figures:
+            figures = validation_figures(ios_weights, weights, dataset)
+            data = card.to_dict()
+            data["metrics"] = {**data["metrics"], "validation_split": figures}
+            atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(data).to_dict(), indent=2) + "\n")
+            for key, jaws in figures.items():
+                print(f"validation, {key}: " + ", ".join(
+                    f"{jaw} Dice {f['mean_dice']:.4f} tooth vs gingiva {f['tooth_vs_gingiva']:.4f}"
+                    for jaw, f in jaws.items()))
+    except ToothMCLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"refiner (best epoch {epoch}, validation tooth vs gingiva {accuracy:.4f}): {weights}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

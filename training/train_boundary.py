@@ -16,7 +16,7 @@ trained for that model (``--model``, default ``ios_pt_real_v1``).
    sampling, then :func:`~ToothMCLCore.inference.ios.settle_and_number`); the refiner's inputs
    are :func:`~ToothMCLCore.postprocessing.boundary.boundary_inputs`, its target the truth's
    tooth-or-gingiva.
-3. **Training**: :class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN` (48 channels, 3 rounds),
+3. **Training**: :class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN` (48 channels, 4 rounds),
    binary cross-entropy on the band vertices only (those it may change), each step on the jaw
    or (half the time) its mirror image (x -> -x, as inference averages the two), AdamW (lr 2e-3,
    weight decay 1e-4), one jaw per step, ``--epochs`` (120) epochs, seed 0; every 5 epochs the
@@ -95,7 +95,7 @@ def _tensors(s: dict, mirror: bool = False):
     return torch.from_numpy(s["features"]), torch.from_numpy(s["edge_index"]), torch.from_numpy(edge_features)
 
 
-def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hidden: int = 48, layers: int = 3,
+def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hidden: int = 48, layers: int = 4,
           lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0):
     """(best model, its epoch, its validation accuracy, log rows) of step 3 (module docstring)."""
     import copy
@@ -151,7 +151,8 @@ def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
     return figures
 
 
-def refiner_card(name: str, hidden: int, epochs: int, ios_card, scans: dict, epoch: int, accuracy: float, log):
+def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, scans: dict, epoch: int, accuracy: float,
+                 log):
     """The refiner's card (before its SHA-256): what it was trained for and on, the scans' edge range."""
     from ToothMCLCore.config import ModelCard
     from ToothMCLCore.postprocessing.boundary import BAND_HOPS, FEATURES
@@ -162,7 +163,7 @@ def refiner_card(name: str, hidden: int, epochs: int, ios_card, scans: dict, epo
     edge_range = [round(min(edges) * (1 - EDGE_MARGIN), 3), round(max(edges) * (1 + EDGE_MARGIN), 3)]
     return ModelCard(
         name=name, version="1.0.0", task="ios_boundary", architecture="boundary_gnn",
-        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": 3}, class_scheme="binary",
+        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": layers}, class_scheme="binary",
         preprocess={"band_hops": BAND_HOPS, "median_edge_mm": edge_range, "features": list(FEATURES)},
         training_data=(f"{len(scans['train'])} training jaws of real intraoral scans of MeshSegNet, licence {LICENCE}, "
                        f"split by patient as for the IOS model (fractions {list(SPLIT)}, seed {SPLIT_SEED}), "
@@ -186,6 +187,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="ios_boundary_real_v1", help="the refiner's name (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--hidden", type=int, default=48)
+    p.add_argument("--layers", type=int, default=4, help="message-passing rounds (default: %(default)s)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation jaws (a quick "
                                                         "check of the command; 0: all)")
     p.add_argument("--no-validation-figures", action="store_true",
@@ -220,8 +222,9 @@ def main(argv=None) -> int:
             for case in dataset.split(split)[:limit]:
                 logger.info("%s: %s", split, case.case_id)
                 scans[split].append(scan_inputs(predictor, case))
-        model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden)
-        card = refiner_card(args.name, args.hidden, args.epochs, predictor.card, scans, epoch, accuracy, log)
+        model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden, args.layers)
+        card = refiner_card(args.name, args.hidden, args.layers, args.epochs, predictor.card, scans, epoch, accuracy,
+                            log)
         weights = out / f"{args.name}.safetensors"
         card = save_checkpoint(model, card, weights)
         if not args.no_validation_figures:

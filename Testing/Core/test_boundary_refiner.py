@@ -76,16 +76,17 @@ def test_real_boundaries_move_towards_the_truth_and_no_tooth_is_lost(segmented, 
     assert min(gains.values()) >= -0.003, gains
 
 
-def test_only_vertices_near_the_boundary_change_and_they_take_a_neighbours_number(segmented, real_scans):
-    """A vertex more than two edges from the settled boundary keeps its label; a vertex that became
-    tooth carries the number of a tooth beside it, with that tooth's instance."""
+def test_only_vertices_near_the_boundary_change_and_they_take_a_neighbours_number(segmented, real_scans, predictors):
+    """A vertex farther from the settled boundary than the refiner's band keeps its label; a vertex
+    that became tooth carries the number of a tooth beside it."""
+    band_hops = predictors["refined"].boundary_card.preprocess["band_hops"]
     for case, results in segmented.items():
         scan = real_scans[case][0]
         before, after = results["settled"].labels, results["refined"].labels
         clean_before, clean_after = before[scan.clean_to_file], after[scan.clean_to_file]
         edges = mesh_edges(scan.mesh.faces)
         _, _, _, band = boundary_inputs(scan.mesh.vertices_ras, scan.normals, scan.mesh.faces,
-                                        np.full(len(clean_before), 0.5), clean_before > 0, edges)
+                                        np.full(len(clean_before), 0.5), clean_before > 0, edges, band_hops)
         changed = clean_before != clean_after
         assert changed.any() and not (changed & ~band).any(), case
         grown = np.flatnonzero((clean_before == 0) & (clean_after > 0))

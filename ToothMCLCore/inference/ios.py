@@ -40,8 +40,8 @@ Stages (reported to ``progress``; a cancel takes effect between them):
    region then gets its FDI number from the order-aware assignment shared with CBCT
    (:func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`).
    Last, where the card names a ``boundary_model`` and the scan's resolution is one it was
-   trained on, a small graph network re-decides tooth or gingiva on the vertices within two
-   edges of the boundary (:mod:`~ToothMCLCore.postprocessing.boundary`; off with ``refine``).
+   trained on, a small graph network re-decides tooth or gingiva on the vertices within a few
+   edges of the boundary (its card says how many) (:mod:`~ToothMCLCore.postprocessing.boundary`; off with ``refine``).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class IOSPredictor:
             boundary_refined = self._boundary_applies(pts, mesh.faces)
             if boundary_refined:
                 labels, instances = refine_boundary(self.boundary_net, pts, nrm, mesh.faces, probs, labels, instances,
-                                                    self.device)
+                                                    self.device, int(self.boundary_card.preprocess.get("band_hops", 2)))
         else:
             labels, instances = number_vertices(mesh, probs, pts, jaw)
         tooth_probability = (1.0 - probs[:, 0]).astype(np.float32)

@@ -41,7 +41,8 @@ Stages (reported to ``progress``; a cancel takes effect between them):
    (:func:`~ToothMCLCore.postprocessing.assignment.assign_fdi`).
    Last, where the card names a ``boundary_model`` and the scan's resolution is one it was
    trained on, a small graph network re-decides tooth or gingiva on the vertices within a few
-   edges of the boundary (its card says how many) (:mod:`~ToothMCLCore.postprocessing.boundary`; off with ``refine``).
+   edges of the boundary, as many as its card says (:mod:`~ToothMCLCore.postprocessing.boundary`;
+   off with ``refine`` or ``boundary``).
 """
 
 from __future__ import annotations

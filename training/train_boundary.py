@@ -55,6 +55,7 @@ VALIDATE_EVERY = 5
 
 def scan_inputs(predictor, case) -> dict:
     """The refiner's inputs and target for one dataset case, through ``predictor``'s pipeline."""
+    from ToothMCLCore.errors import InvalidInputError
     from ToothMCLCore.inference.ios import settle_and_number
     from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
     from ToothMCLCore.io.mesh import read_mesh
@@ -64,6 +65,9 @@ def scan_inputs(predictor, case) -> dict:
     record = case.load()
     scan, jaw = prepare_scan_and_jaw(read_mesh(case.paths["mesh"]), record.jaw)
     net = predictor.network_probabilities(scan, jaw)
+    if net.mapping is not None:
+        raise InvalidInputError(f"{case.case_id} was decimated before segmentation; the refiner trains on scans "
+                                "as stored: leave it out of the dataset")
     labels, _ = settle_and_number(net.mesh, net.normals, net.probs, net.points, jaw, net.point_normals)
     truth = np.asarray(record.labels)[scan.clean_to_file] > 0
     edges = mesh_edges(net.mesh.faces)
@@ -132,6 +136,9 @@ def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hid
             logger.info("epoch %d: loss %.4f, validation tooth vs gingiva %.4f", epoch, np.mean(losses), accuracy)
             if accuracy > best[0]:
                 best = (accuracy, epoch, copy.deepcopy(model.state_dict()))
+    if best[1] == 0:
+        logger.warning("no epoch beat the untrained refiner on the validation jaws: the untrained weights are "
+                       "kept (the card says so); train for longer (--epochs) or check the data")
     model.load_state_dict(best[2])
     model.eval()
     return model, best[1], best[0], log
@@ -171,7 +178,8 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
                        f"{len(scans['val'])} validation jaws; the test split never read"),
         intended_use=(f"Re-decides tooth or gingiva near the settled boundary of {ios_card.name}'s segmentation, on "
                       "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
-        notes=(f"BoundaryGNN, {epochs} epochs (best: {epoch}), AdamW lr 2e-3, weight decay 1e-4, seed 0; each step "
+        notes=(("UNTRAINED: no epoch beat the untrained network on the validation jaws. " if epoch == 0 else "")
+               + f"BoundaryGNN, {epochs} epochs (best: {epoch}), AdamW lr 2e-3, weight decay 1e-4, seed 0; each step "
                f"on the jaw or its mirror image; validation tooth vs gingiva with the band re-decided: {accuracy:.4f}."),
         metrics={"training_log": [{"epoch": e, "loss": None if np.isnan(loss) else round(loss, 5),
                                    "val_tooth_vs_gingiva": round(acc, 5)} for e, loss, acc in log]},
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
     import torch
 
     from ToothMCLCore.config import ModelCard
-    from ToothMCLCore.errors import ToothMCLError
+    from ToothMCLCore.errors import InvalidInputError, ToothMCLError
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.io.atomic import atomic_write_text
     from ToothMCLCore.models.checkpoint import card_path, save_checkpoint
@@ -219,6 +227,8 @@ def main(argv=None) -> int:
         scans = {}
         for split in ("train", "val"):
             scans[split] = []
+            if not dataset.split(split):
+                raise InvalidInputError(f"{out / 'export'} has no {split} cases; the refiner needs both splits")
             for case in dataset.split(split)[:limit]:
                 logger.info("%s: %s", split, case.case_id)
                 scans[split].append(scan_inputs(predictor, case))

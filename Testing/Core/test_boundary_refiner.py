@@ -11,7 +11,9 @@ from ToothMCLCore.postprocessing.boundary import (
     BAND_HOPS,
     FEATURES,
     boundary_inputs,
-    neighbour_numbers,
+    check_refiner_card,
+    grow_numbers,
+    keep_every_tooth,
 )
 from ToothMCLCore.postprocessing.surface import mesh_edges
 
@@ -78,7 +80,7 @@ def test_real_boundaries_move_towards_the_truth_and_no_tooth_is_lost(segmented, 
 
 def test_only_vertices_near_the_boundary_change_and_they_take_a_neighbours_number(segmented, real_scans, predictors):
     """A vertex farther from the settled boundary than the refiner's band keeps its label; a vertex
-    that became tooth carries the number of a tooth beside it."""
+    that became tooth touches a vertex of the tooth whose number it carries (no number jumps a gap)."""
     band_hops = predictors["refined"].boundary_card.preprocess["band_hops"]
     for case, results in segmented.items():
         scan = real_scans[case][0]
@@ -90,14 +92,13 @@ def test_only_vertices_near_the_boundary_change_and_they_take_a_neighbours_numbe
         changed = clean_before != clean_after
         assert changed.any() and not (changed & ~band).any(), case
         grown = np.flatnonzero((clean_before == 0) & (clean_after > 0))
-        near = {int(v): set() for v in grown}
+        assert len(grown), case
+        touching = {int(v): set() for v in grown}
         for a, b in edges:
             for x, y in ((a, b), (b, a)):
-                if x in near and clean_before[y] > 0:
-                    near[x].add(int(clean_before[y]))
-        for v in grown:
-            if near[v]:  # a 1-ring tooth neighbour: the number is one of theirs
-                assert clean_after[v] in near[v], (case, v)
+                if x in touching:
+                    touching[x].add(int(clean_after[y]))
+        assert all(clean_after[v] in touching[v] for v in grown), case
 
 
 def test_a_denser_scan_than_the_refiner_knows_is_left_as_settled(predictors, real_scans):
@@ -138,16 +139,51 @@ def test_the_inputs_mark_the_band_around_the_boundary(real_scans):
     assert 0.1 < band.mean() < 0.7
 
 
-def test_a_new_tooth_vertex_takes_the_most_common_number_beside_it():
-    """On a path 0-1-2-3-4, vertex 2 between teeth 11 (two neighbours' worth) and 12 takes 11 and
-    its instance; a vertex with no tooth within two edges gets none."""
-    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [5, 6]])
-    adjacency = sparse.coo_matrix((np.ones(10), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
-                                  shape=(7, 7)).tocsr()
-    labels = np.array([11, 11, 0, 12, 12, 0, 0])
-    instances = np.array([3, 3, 0, 4, 4, 0, 0])
-    number, instance = neighbour_numbers(adjacency, labels, instances, np.array([2, 5]))
-    assert number.tolist() == [11, 0] and instance.tolist() == [3, 0]
+def _path_weights(lengths):
+    """A path 0-1-...-n with the given edge lengths, as inverse-length weights."""
+    n = len(lengths) + 1
+    a, b = np.arange(n - 1), np.arange(1, n)
+    w = 1.0 / np.asarray(lengths, float)
+    return sparse.coo_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(n, n)).tocsr()
+
+
+def test_a_new_tooth_vertex_takes_the_number_of_the_nearer_tooth_and_numbers_never_jump_a_gap():
+    """On a path 11-11-x-12-12 vertex x takes 12, the nearer neighbour, and its instance; on a mirrored
+    path it takes 11; a new tooth vertex two gingiva vertices away from any tooth stays gingiva
+    after one round and is reached through its new neighbour in the next."""
+    labels = np.array([11, 11, 0, 12, 12])
+    instances = np.array([3, 3, 0, 4, 4])
+    number, instance = grow_numbers(_path_weights([1, 1.0, 0.5, 1]), labels, instances, np.array([2]), 1)
+    assert number.tolist() == [12] and instance.tolist() == [4]
+    number, _ = grow_numbers(_path_weights([1, 0.5, 1.0, 1]), labels, instances, np.array([2]), 1)
+    assert number.tolist() == [11]
+    chain = np.array([21, 0, 0, 0])
+    assert grow_numbers(_path_weights([1, 1, 1]), chain, chain * 0 + 7, np.array([2]), 3)[0].tolist() == [0]
+    grown, grown_instances = grow_numbers(_path_weights([1, 1, 1]), chain, np.array([7, 0, 0, 0]), np.array([1, 2]), 1)
+    assert grown.tolist() == [21, 0] and grown_instances.tolist() == [7, 0]
+    assert grow_numbers(_path_weights([1, 1, 1]), chain, np.array([7, 0, 0, 0]), np.array([1, 2]), 2)[0].tolist() == [21, 21]
+
+
+def test_a_tooth_the_refiner_would_mostly_remove_is_kept():
+    """A tooth left with under half its vertices gets them all back; one that lost a rim keeps the loss."""
+    before = np.array([11, 11, 11, 11, 12, 12, 12, 12, 0])
+    after = np.array([11, 0, 0, 0, 12, 12, 12, 0, 0])
+    labels, instances = keep_every_tooth(after.copy(), (after > 0) * 5, before, (before > 0) * 5)
+    assert labels.tolist() == [11, 11, 11, 11, 12, 12, 12, 0, 0] and instances[:4].tolist() == [5] * 4
+
+
+def test_a_refiner_card_for_other_inputs_is_refused():
+    """A refiner whose card lists other features, a band the hops cannot count, or no edge range is refused."""
+    from ToothMCLCore.models.checkpoint import read_card
+    from ToothMCLCore.models.registry import resolve_weights
+
+    card = read_card(resolve_weights("ios_boundary_real_v1")[0].with_suffix(".json"))
+    check_refiner_card(card)
+    for change in ({"features": list(reversed(FEATURES))}, {"band_hops": 4}, {"median_edge_mm": None}):
+        bad = card.to_dict()
+        bad["preprocess"] = {**bad["preprocess"], **change}
+        with pytest.raises(WeightsError):
+            check_refiner_card(type(card).from_dict(bad))
 
 
 def test_a_file_that_is_not_a_refiner_is_refused(tiny_ios_weights):

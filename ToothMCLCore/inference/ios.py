@@ -64,7 +64,7 @@ from ..io.mesh import (
     vertex_normals,
 )
 from ..postprocessing.assignment import assign_fdi, is_second_instance
-from ..postprocessing.boundary import median_edge_mm, refine_boundary
+from ..postprocessing.boundary import check_refiner_card, median_edge_mm, refine_boundary
 from ..postprocessing.surface import mesh_edges
 from ..preprocessing.ios import (
     COORDINATE_SCALE_MM,
@@ -161,6 +161,7 @@ class IOSPredictor:
             if self.boundary_card.task != "ios_boundary":
                 raise WeightsError(f"{self.boundary_card.name} is a {self.boundary_card.task!r} model, not a "
                                    "tooth-vs-gingiva boundary refiner (task 'ios_boundary')")
+            check_refiner_card(self.boundary_card)
 
     def predict(self, scan: MeshReadResult | SurfaceMesh, jaw: str | None = None,
                 progress: ProgressFn | None = None, cancel: threading.Event | None = None,
@@ -187,7 +188,7 @@ class IOSPredictor:
             boundary_refined = self._boundary_applies(pts, mesh.faces)
             if boundary_refined:
                 labels, instances = refine_boundary(self.boundary_net, pts, nrm, mesh.faces, probs, labels, instances,
-                                                    self.device, int(self.boundary_card.preprocess.get("band_hops", 2)))
+                                                    self.device, int(self.boundary_card.preprocess["band_hops"]))
         else:
             labels, instances = number_vertices(mesh, probs, pts, jaw)
         tooth_probability = (1.0 - probs[:, 0]).astype(np.float32)
@@ -245,7 +246,7 @@ class IOSPredictor:
         range it was trained on (its card's ``preprocess["median_edge_mm"]``); logs why not."""
         if self.boundary_net is None or faces is None or len(faces) == 0:
             return False
-        low, high = self.boundary_card.preprocess.get("median_edge_mm", (0.0, float("inf")))
+        low, high = self.boundary_card.preprocess["median_edge_mm"]
         edge = median_edge_mm(points, mesh_edges(faces))
         if low <= edge <= high:
             return True

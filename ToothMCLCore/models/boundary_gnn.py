@@ -6,7 +6,7 @@ around the vertex, the surface's local shape) and, over ``layers`` rounds, the m
 its mesh neighbours along each edge (edge direction, length, crease and normal agreement), and
 gives one tooth-vs-gingiva logit per vertex.
 
-Message passing is written out in plain PyTorch (``scatter_add_`` of the edge messages): three
+Message passing is written out in plain PyTorch (``scatter_add_`` of the edge messages): a few
 rounds of mean aggregation are a few lines, and a graph library (PyTorch Geometric, DGL) would
 be a heavy compiled dependency for them.
 

@@ -9,14 +9,18 @@ A small graph network (:class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN`) t
 training jaws reads, for each vertex, the network's tooth probability and its neighbours', the
 settled labels around it, and the surface's shape (:data:`FEATURES`), passes messages over
 four rings of the mesh, and re-decides the vertices within :data:`BAND_HOPS` edges of the
-boundary. A vertex that becomes tooth takes the number (and instance) most common among its
-tooth neighbours; one that becomes gingiva loses its number. Teeth are never renumbered here.
+boundary. A vertex that becomes tooth takes the number of the tooth it touches (grown out ring
+by ring from the teeth, the nearer tooth winning a tie: :func:`grow_numbers`; a vertex no tooth
+reaches stays gingiva); one that becomes gingiva loses its number. Teeth are never renumbered
+here, and a tooth the refiner would leave with less than half its vertices is left as it was
+(:func:`keep_every_tooth`).
 
 The refiner is trained on one IOS model's probabilities (``training/train_boundary.py``) and
 named by that model's card (``boundary_model``). It runs only on scans whose median edge length
 lies in the range it was trained on (its card's ``preprocess["median_edge_mm"]``), because
 every feature it reads is in millimetres and rings: a dense scan has a thin boundary ring of
-its own and is left as settled (the provenance says why).
+its own and is left as settled (the provenance's ``boundary_refined`` is false, and the log
+says why).
 
 How it was chosen, on the validation jaws (4 patients, 7 jaws; the test split was read only after
 each choice, never to make one): re-deciding the band by a per-vertex multilayer perceptron on
@@ -34,7 +38,7 @@ gingiva, upper / lower:
  split               Dice, settled        Dice, refined        TSA, settled          TSA, refined
 ==================  ===================  ===================  ====================  ====================
  validation (7)      0.934 / 0.937        0.951 / 0.955        0.956 / 0.949         0.970 / 0.965
- test (14)           0.945 / 0.918        0.963 / 0.934        0.958 / 0.947         0.975 / 0.960
+ test (14)           0.945 / 0.918        0.964 / 0.935        0.958 / 0.947         0.975 / 0.961
 ==================  ===================  ===================  ====================  ====================
 
 Every one of the 14 test jaws gained in both. Most changed vertices become gingiva: the
@@ -80,6 +84,23 @@ FEATURES = (
 )
 #: logits of probabilities this close to 0 or 1 are clipped
 _EPS = 1e-5
+
+
+def check_refiner_card(card) -> None:
+    """Raise WeightsError unless a refiner's card reads this module's :data:`FEATURES` in order, gives
+    its band (``preprocess["band_hops"]``, 1 to ``_HOPS_CAP - 1``) and its scans' edge range."""
+    from ..errors import WeightsError
+
+    pre = card.preprocess
+    if list(pre.get("features", [])) != list(FEATURES):
+        raise WeightsError(f"{card.name} was trained on other inputs than this version computes (its card lists "
+                           f"{pre.get('features')}); retrain it with training/train_boundary.py or update ToothMCL")
+    band = pre.get("band_hops")
+    if not isinstance(band, int) or not 1 <= band < _HOPS_CAP:
+        raise WeightsError(f"{card.name}: preprocess.band_hops must be an integer 1-{_HOPS_CAP - 1} (got {band!r})")
+    edges = pre.get("median_edge_mm")
+    if not (isinstance(edges, list) and len(edges) == 2 and 0 < edges[0] < edges[1]):
+        raise WeightsError(f"{card.name}: preprocess.median_edge_mm must be [low, high] in mm (got {edges!r})")
 
 
 def median_edge_mm(points: np.ndarray, edges: np.ndarray) -> float:
@@ -191,32 +212,60 @@ def mirror_edge_features(edge_features: np.ndarray) -> np.ndarray:
     return mirrored
 
 
-def neighbour_numbers(adjacency: sparse.csr_matrix, labels: np.ndarray, instances: np.ndarray,
-                      vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ``vertices``: the tooth number most common among their 1-ring neighbours (else their
-    2-ring), and that tooth's instance at one such neighbour; 0 / 0 where no neighbour is tooth."""
-    teeth = np.unique(labels[labels > 0])
-    number = np.zeros(len(vertices), labels.dtype)
-    instance = np.zeros(len(vertices), instances.dtype)
-    if len(teeth) == 0 or len(vertices) == 0:
-        return number, instance
-    column = np.searchsorted(teeth, labels)
-    tooth_vertices = np.flatnonzero(labels > 0)
-    one_hot = sparse.csr_matrix((np.ones(len(tooth_vertices)), (tooth_vertices, column[tooth_vertices])),
-                                shape=(len(labels), len(teeth)))
-    rows = adjacency[vertices]
-    near = rows @ one_hot
-    votes = (near * (len(labels) + 1) + (rows @ adjacency) @ one_hot).toarray()
-    has = votes.max(axis=1) > 0
-    chosen = teeth[votes.argmax(axis=1)]
-    number[has] = chosen[has]
-    # the instance of one vertex of the chosen tooth within two rings
-    reach = ((rows @ adjacency) + rows).tocsr()
-    for i in np.flatnonzero(has):
-        neighbours = reach.indices[reach.indptr[i]:reach.indptr[i + 1]]
-        same = neighbours[labels[neighbours] == chosen[i]]
-        instance[i] = instances[same[0]]
-    return number, instance
+def grow_numbers(weights: sparse.csr_matrix, labels: np.ndarray, instances: np.ndarray, vertices: np.ndarray,
+                 rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers for ``vertices`` that became tooth, grown out from the numbered teeth ring by ring.
+
+    In each of ``rounds`` rounds, every still unnumbered vertex of ``vertices`` with a numbered
+    1-ring neighbour takes the number whose neighbours weigh most in ``weights`` (the mesh's edges
+    weighted by inverse length, so that a tie between two teeth is decided by the nearer one, the
+    same way on a patient and on its mirror image), and the instance of its nearest neighbour with
+    that number. A vertex no round reaches stays gingiva (0 / 0): a number never jumps a gap.
+
+    Args:
+        weights: (N, N) symmetric sparse edge weights.
+        labels, instances: (N,) the labels after the vertices that became gingiva were cleared.
+        vertices: indices of the vertices that became tooth (gingiva in ``labels``).
+
+    Returns:
+        (labels, instances) of ``vertices``.
+    """
+    labels, instances = labels.copy(), instances.copy()
+    pending = np.asarray(vertices, np.int64)
+    for _ in range(rounds):
+        if len(pending) == 0:
+            break
+        teeth = np.unique(labels[labels > 0])
+        if len(teeth) == 0:
+            break
+        numbered = np.flatnonzero(labels > 0)
+        one_hot = sparse.csr_matrix((np.ones(len(numbered)), (numbered, np.searchsorted(teeth, labels[numbered]))),
+                                    shape=(len(labels), len(teeth)))
+        rows = weights[pending]
+        votes = (rows @ one_hot).toarray()
+        reached = votes.max(axis=1) > 0
+        if not reached.any():
+            break
+        chosen = teeth[votes.argmax(axis=1)]
+        for i in np.flatnonzero(reached):
+            start, stop = rows.indptr[i], rows.indptr[i + 1]
+            neighbours, weight = rows.indices[start:stop], rows.data[start:stop]
+            same = labels[neighbours] == chosen[i]
+            instances[pending[i]] = instances[neighbours[same][np.argmax(weight[same])]]
+        labels[pending[reached]] = chosen[reached]
+        pending = pending[~reached]
+    return labels[vertices], instances[vertices]
+
+
+def keep_every_tooth(labels: np.ndarray, instances: np.ndarray, before: np.ndarray, before_instances: np.ndarray,
+                     keep: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the refiner on any tooth it left with less than ``keep`` of its vertices (or none): a
+    small tooth near the gum must not vanish into it."""
+    for tooth in np.unique(before[before > 0]):
+        was = before == tooth
+        if np.count_nonzero(labels == tooth) < keep * np.count_nonzero(was):
+            labels[was], instances[was] = tooth, before_instances[was]
+    return labels, instances
 
 
 def refine_boundary(model, points: np.ndarray, normals: np.ndarray, faces: np.ndarray, probs: np.ndarray,
@@ -249,15 +298,18 @@ def refine_boundary(model, points: np.ndarray, normals: np.ndarray, faces: np.nd
     decided = np.where(band, logits > 0, tooth)
     to_gingiva = tooth & ~decided
     to_tooth = np.flatnonzero(~tooth & decided)
-    count = len(labels)
-    adjacency = sparse.coo_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]],
-                                                            np.r_[edges[:, 1], edges[:, 0]])),
-                                  shape=(count, count)).tocsr()
+    before, before_instances = labels.copy(), instances.copy()
     labels[to_gingiva] = 0
     instances[to_gingiva] = 0
-    number, instance = neighbour_numbers(adjacency, labels, instances, to_tooth)
+    length = np.linalg.norm(points[edges[:, 1]] - points[edges[:, 0]], axis=1)
+    count = len(labels)
+    weights = sparse.coo_matrix((1.0 / np.maximum(np.r_[length, length], 1e-6),
+                                 (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
+                                shape=(count, count)).tocsr()
+    number, instance = grow_numbers(weights, labels, instances, to_tooth, band_hops + 1)
     labels[to_tooth] = number
     instances[to_tooth] = instance
-    logger.info("boundary refiner: %d vertices became gingiva, %d tooth", int(to_gingiva.sum()),
-                int((number > 0).sum()))
+    labels, instances = keep_every_tooth(labels, instances, before, before_instances)
+    logger.info("boundary refiner: %d vertices became gingiva, %d tooth",
+                int(np.count_nonzero((before > 0) & (labels == 0))), int(np.count_nonzero((before == 0) & (labels > 0))))
     return labels, instances

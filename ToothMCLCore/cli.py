@@ -131,6 +131,8 @@ def cmd_models(args) -> int:
 
     for name, entry in sorted(load_registry().items()):
         kind = " (nnU-Net v2)" if entry.format == "nnunetv2" else ""
+        if entry.task == "ios_boundary":
+            kind = " (boundary refiner: runs inside the IOS model whose card names it, not with --model)"
         print(f"{name:<28} {entry.sha256[:12]}  {entry.description}{kind}")
     return 0
 

@@ -186,6 +186,15 @@ def test_a_refiner_card_for_other_inputs_is_refused():
             check_refiner_card(type(card).from_dict(bad))
 
 
+def test_toothmcl_models_says_the_refiner_runs_inside_its_model(capsys):
+    """``toothmcl models`` lists the bundled refiner and says it is not a model to segment with."""
+    from ToothMCLCore.cli import main
+
+    assert main(["models"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ios_boundary_real_v1"))
+    assert "runs inside the IOS model whose card names it" in line
+
+
 def test_a_file_that_is_not_a_refiner_is_refused(tiny_ios_weights):
     """Passing an IOS segmentation model as the refiner fails with what it is."""
     from ToothMCLCore.inference.ios import IOSPredictor

@@ -237,7 +237,8 @@ def test_panel_says_which_pipeline_runs_and_roughly_how_long(scene, labelled_sca
 
 def test_automatic_model_choice_takes_each_inputs_own_default(scene, labelled_scan):
     """With no model chosen, a scan runs the default intraoral model and a volume the CBCT one, so a
-    clinician who loads either and clicks Segment never gets a model of the other modality."""
+    clinician who loads either and clicks Segment never gets a model of the other modality; the
+    boundary refiner, which cannot segment on its own, is not offered."""
     from slicer_test_data import add_volume
     from ToothMCLSegmentLib.SegmentationLogic import SegmentationLogic
 
@@ -251,6 +252,7 @@ def test_automatic_model_choice_takes_each_inputs_own_default(scene, labelled_sc
     volume = add_volume(scene, (20, 20, 20))
     assert logic.defaultModel(model) == DEFAULT_IOS_MODEL and logic.defaultModel(volume) == DEFAULT_CBCT_MODEL
     assert {logic.defaultModel(model), logic.defaultModel(volume)} <= set(logic.availableModels())
+    assert "ios_boundary_real_v1" not in logic.availableModels()  # it runs inside ios_pt_real_v1, not alone
     tasks = {kind: read_card(resolve_weights(name)[0].with_suffix(".json")).task
              for kind, name in logic.defaultModels().items()}
     assert tasks == {"scan": "ios_teeth", "volume": "cbct_teeth"}

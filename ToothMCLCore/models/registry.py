@@ -52,6 +52,7 @@ class RegistryEntry:
         url: where the ``.safetensors`` file lives; its card is the same URL ending ``.json``.
         sha256: expected SHA-256 of the weights.
         description: one line for ``toothmcl models``.
+        task: the card's task where it is known without a download (bundled weights), else "".
     """
 
     name: str
@@ -63,6 +64,7 @@ class RegistryEntry:
     #: nnunetv2 entries: SHA-256 of the results folder's dataset.json and plans.json
     dataset_sha256: str = ""
     plans_sha256: str = ""
+    task: str = ""
 
 
 def _bundled_entries() -> dict[str, RegistryEntry]:
@@ -81,6 +83,7 @@ def _bundled_entries() -> dict[str, RegistryEntry]:
                 url=f"bundled:{card_file.stem}.safetensors",
                 sha256=card.get("sha256", ""),
                 description=card.get("intended_use", ""),
+                task=str(card.get("task", "")),
             )
     return entries
 

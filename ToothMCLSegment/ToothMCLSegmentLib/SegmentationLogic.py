@@ -100,10 +100,11 @@ class SegmentationLogic:
         return Dependencies.ensureDependencies(confirm)
 
     def availableModels(self) -> list[str]:
-        """Names of the registered models (bundled weights and ``$TOOTHMCL_REGISTRY``)."""
+        """Names of the registered models that segment (bundled weights and ``$TOOTHMCL_REGISTRY``):
+        a boundary refiner runs inside the IOS model that names it, never on its own."""
         from ToothMCLCore.models.registry import load_registry
 
-        return sorted(load_registry())
+        return sorted(name for name, entry in load_registry().items() if entry.task != "ios_boundary")
 
     def defaultModel(self, inputNode=None) -> str:
         """The model an input is segmented with when none is chosen ("Automatic"): the default IOS

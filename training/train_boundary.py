@@ -146,13 +146,11 @@ def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hid
 
 def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
     """Step 4: the validation split through the whole pipeline without and with ``refiner``."""
-    from ToothMCLCore.evaluation.ios_split import evaluate_cases, summarize
-    from ToothMCLCore.inference.ios import IOSPredictor
+    from .train_ios_real import evaluate
 
     figures = {}
     for key, options in (("settled", {"boundary": False}), ("refined", {"boundary_weights": refiner})):
-        summary = summarize(evaluate_cases(IOSPredictor(weights=ios_weights, device="cpu", **options),
-                                           dataset.split("val")))
+        summary = evaluate(ios_weights, dataset, split="val", **options)
         figures[key] = {jaw: {k: summary[jaw][k] for k in ("scans", "mean_dice", "tooth_vs_gingiva")}
                         for jaw in ("upper", "lower")}
     return figures

@@ -75,13 +75,14 @@ SAMPLINGS = ((6, False), (3, True))
 
 
 def evaluate(weights: Path, dataset, passes: int | None = None, device: str = "cpu", mirror: bool | None = None,
-             split: str = "test") -> dict:
-    """The summary (:func:`ToothMCLCore.evaluation.ios_split.summarize`) of one split."""
+             split: str = "test", **options) -> dict:
+    """The summary (:func:`ToothMCLCore.evaluation.ios_split.summarize`) of one split; ``options``
+    go to :class:`~ToothMCLCore.inference.ios.IOSPredictor` (e.g. ``boundary=False``)."""
     from ToothMCLCore.evaluation.ios_split import evaluate_cases, summarize
     from ToothMCLCore.inference.ios import IOSPredictor
 
     kwargs = {"passes": passes} if passes else {}
-    predictor = IOSPredictor(weights=weights, device=device, mirror=mirror, **kwargs)
+    predictor = IOSPredictor(weights=weights, device=device, mirror=mirror, **kwargs, **options)
     scores = evaluate_cases(predictor, dataset.split(split),
                             progress=lambda case, f: logger.info("evaluating %s (%.0f %%)", case, 100 * f))
     summary = summarize(scores)

@@ -185,10 +185,11 @@ class IOSPredictor:
             instances = arch_instances(labels)
         elif self.refine:
             labels, instances = settle_and_number(mesh, normals, probs, pts, jaw, nrm)
-            boundary_refined = self._boundary_applies(pts, mesh.faces)
+            edges = mesh_edges(mesh.faces) if self.boundary_net is not None and mesh.faces is not None else None
+            boundary_refined = self._boundary_applies(pts, edges)
             if boundary_refined:
                 labels, instances = refine_boundary(self.boundary_net, pts, nrm, mesh.faces, probs, labels, instances,
-                                                    self.device, int(self.boundary_card.preprocess["band_hops"]))
+                                                    self.device, int(self.boundary_card.preprocess["band_hops"]), edges)
         else:
             labels, instances = number_vertices(mesh, probs, pts, jaw)
         tooth_probability = (1.0 - probs[:, 0]).astype(np.float32)
@@ -241,13 +242,13 @@ class IOSPredictor:
         probs /= self.passes
         return NetworkOutput(mesh, normals, pts, nrm, probs, mapping, len(idx))
 
-    def _boundary_applies(self, points: np.ndarray, faces: np.ndarray) -> bool:
+    def _boundary_applies(self, points: np.ndarray, edges: np.ndarray | None) -> bool:
         """True when there is a boundary refiner and the scan's median edge length is within the
         range it was trained on (its card's ``preprocess["median_edge_mm"]``); logs why not."""
-        if self.boundary_net is None or faces is None or len(faces) == 0:
+        if self.boundary_net is None or edges is None or len(edges) == 0:
             return False
         low, high = self.boundary_card.preprocess["median_edge_mm"]
-        edge = median_edge_mm(points, mesh_edges(faces))
+        edge = median_edge_mm(points, edges)
         if low <= edge <= high:
             return True
         logger.info("boundary refiner %s skipped: the scan's median edge is %.2f mm, it was trained on %.2f-%.2f mm",

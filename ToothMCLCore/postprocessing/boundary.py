@@ -269,8 +269,8 @@ def keep_every_tooth(labels: np.ndarray, instances: np.ndarray, before: np.ndarr
 
 
 def refine_boundary(model, points: np.ndarray, normals: np.ndarray, faces: np.ndarray, probs: np.ndarray,
-                    labels: np.ndarray, instances: np.ndarray, device="cpu",
-                    band_hops: int = BAND_HOPS) -> tuple[np.ndarray, np.ndarray]:
+                    labels: np.ndarray, instances: np.ndarray, device="cpu", band_hops: int = BAND_HOPS,
+                    edges: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and instances with the vertices near the tooth/gingiva boundary re-decided by ``model``.
 
     Args:
@@ -279,6 +279,7 @@ def refine_boundary(model, points: np.ndarray, normals: np.ndarray, faces: np.nd
         probs: (N, C) the network's class probabilities, class 0 gingiva.
         labels, instances: (N,) int FDI numbers and instances after :func:`settle_and_number`.
         band_hops: the band the refiner was trained on (its card's ``preprocess["band_hops"]``).
+        edges: the mesh's :func:`~.surface.mesh_edges`, when the caller has them.
 
     Returns:
         (labels, instances), new arrays; a vertex changes only inside the band.
@@ -288,7 +289,7 @@ def refine_boundary(model, points: np.ndarray, normals: np.ndarray, faces: np.nd
     labels = np.asarray(labels).copy()
     instances = np.asarray(instances).copy()
     tooth = labels > 0
-    edges = mesh_edges(faces)
+    edges = mesh_edges(faces) if edges is None else edges
     features, edge_index, edge_features, band = boundary_inputs(points, normals, faces, 1.0 - probs[:, 0], tooth,
                                                                 edges, band_hops)
     with torch.inference_mode():

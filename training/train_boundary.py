@@ -14,13 +14,16 @@ trained for that model (``--model``, default ``ios_pt_real_v1``).
    ``segment-ios`` reads it and run through the model's pipeline up to the settled labels
    (:meth:`~ToothMCLCore.inference.ios.IOSPredictor.network_probabilities` with the card's
    sampling, then :func:`~ToothMCLCore.inference.ios.settle_and_number`); the refiner's inputs
-   are :func:`~ToothMCLCore.postprocessing.boundary.boundary_inputs`, its target the truth's
-   tooth-or-gingiva.
+   are :func:`~ToothMCLCore.postprocessing.boundary.boundary_inputs`, its targets the truth's
+   tooth-or-gingiva per vertex and per triangle (the labels as drawn, read from the scan in
+   ``--data`` that the case was converted from).
 3. **Training**: :class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN` (48 channels, 4 rounds),
-   binary cross-entropy on the band vertices only (those it may change), each step on the jaw
+   with a face head, binary cross-entropy on the band vertices (those it may change) plus on the
+   triangles that touch the band (``--no-face-head``: the vertices only), each step on the jaw
    or (half the time) its mirror image (x -> -x, as inference averages the two), AdamW (lr 2e-3,
    weight decay 1e-4), one jaw per step, ``--epochs`` (120) epochs, seed 0; every 5 epochs the
-   validation jaws' tooth-vs-gingiva accuracy with the band re-decided, and the best epoch is
+   validation jaws' tooth-vs-gingiva accuracy with the band re-decided as inference does it
+   (a band vertex follows the vote of its triangles), and the best epoch is
    kept. The feature normalisation is the training band's mean and spread, stored with the
    weights. The scans' median edge lengths on the training jaws, widened by
    :data:`EDGE_MARGIN` each way, become the range the refiner runs on.
@@ -53,12 +56,14 @@ EDGE_MARGIN = 0.1
 VALIDATE_EVERY = 5
 
 
-def scan_inputs(predictor, case) -> dict:
-    """The refiner's inputs and target for one dataset case, through ``predictor``'s pipeline."""
+def scan_inputs(predictor, case, scan_file: Path) -> dict:
+    """The refiner's inputs and targets for one dataset case, through ``predictor``'s pipeline;
+    its triangles' labels come from ``scan_file``, the MeshSegNet scan it was converted from."""
     from ToothMCLCore.errors import InvalidInputError
     from ToothMCLCore.inference.ios import settle_and_number
     from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
     from ToothMCLCore.io.mesh import read_mesh
+    from ToothMCLCore.io.public_datasets.meshsegnet import face_tooth
     from ToothMCLCore.postprocessing.boundary import boundary_inputs, median_edge_mm
     from ToothMCLCore.postprocessing.surface import mesh_edges
 
@@ -70,24 +75,27 @@ def scan_inputs(predictor, case) -> dict:
                                 "as stored: leave it out of the dataset")
     labels, _ = settle_and_number(net.mesh, net.normals, net.probs, net.points, jaw, net.point_normals)
     truth = np.asarray(record.labels)[scan.clean_to_file] > 0
-    edges = mesh_edges(net.mesh.faces)
+    faces = np.asarray(net.mesh.faces, np.int64)
+    drawn_faces, face_truth = face_tooth(scan_file)
+    if not np.array_equal(drawn_faces, faces):
+        raise InvalidInputError(f"{case.case_id}: the triangles of {scan_file} are not those of the converted scan; "
+                                "convert the dataset again (delete OUT/export) from the same --data folder")
+    edges = mesh_edges(faces)
     features, edge_index, edge_features, band = boundary_inputs(net.points, net.point_normals, net.mesh.faces,
                                                                  1.0 - net.probs[:, 0], labels > 0, edges)
     return {"case": case.case_id, "features": features, "edge_index": edge_index, "edge_features": edge_features,
-            "band": band, "tooth": labels > 0, "truth": truth, "median_edge_mm": median_edge_mm(net.points, edges)}
+            "band": band, "tooth": labels > 0, "truth": truth, "faces": faces, "face_truth": face_truth,
+            "face_band": band[faces].any(axis=1), "median_edge_mm": median_edge_mm(net.points, edges)}
 
 
 def band_accuracy(model, scans: list[dict]) -> float:
-    """Mean over ``scans`` of the tooth-vs-gingiva accuracy with the band re-decided by ``model``."""
-    import torch
+    """Mean over ``scans`` of the tooth-vs-gingiva accuracy with the band re-decided by ``model``
+    as inference re-decides it (:func:`~ToothMCLCore.postprocessing.boundary.decide_band`)."""
+    from ToothMCLCore.postprocessing.boundary import decide_band
 
     model.eval()
-    scores = []
-    with torch.inference_mode():
-        for s in scans:
-            logits = (model(*_tensors(s)) + model(*_tensors(s, mirror=True))).numpy() / 2.0
-            decided = np.where(s["band"], logits > 0, s["tooth"])
-            scores.append(float(np.mean(decided == s["truth"])))
+    scores = [float(np.mean(decide_band(model, s["features"], s["edge_index"], s["edge_features"], s["band"],
+                                        s["tooth"], s["faces"]) == s["truth"])) for s in scans]
     model.train()
     return float(np.mean(scores))
 
@@ -99,8 +107,14 @@ def _tensors(s: dict, mirror: bool = False):
     return torch.from_numpy(s["features"]), torch.from_numpy(s["edge_index"]), torch.from_numpy(edge_features)
 
 
+def _bce(logits, truth: np.ndarray):
+    import torch
+
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(truth.astype(np.float32)))
+
+
 def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hidden: int = 48, layers: int = 4,
-          lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0):
+          lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0, face_head: bool = True):
     """(best model, its epoch, its validation accuracy, log rows) of step 3 (module docstring)."""
     import copy
 
@@ -111,7 +125,7 @@ def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hid
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = BoundaryGNN(len(FEATURES), hidden, layers)
+    model = BoundaryGNN(len(FEATURES), hidden, layers, face_head=face_head)
     band_features = torch.from_numpy(np.concatenate([s["features"][s["band"]] for s in train_scans]))
     model.set_normalisation(band_features.mean(0), band_features.std(0))
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -121,11 +135,15 @@ def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hid
         losses = []
         for i in rng.permutation(len(train_scans)):
             s = train_scans[i]
-            band = torch.from_numpy(s["band"])
+            band = s["band"]
             # half the steps see the scan's mirror image: inference averages the two
-            logits = model(*_tensors(s, mirror=rng.random() < 0.5))[band]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, torch.from_numpy(s["truth"][s["band"]].astype(np.float32)))
+            tensors = _tensors(s, mirror=rng.random() < 0.5)
+            if face_head:
+                face_logits, logits = model.face_logits(*tensors, torch.from_numpy(s["faces"]))
+                loss = _bce(logits[torch.from_numpy(band)], s["truth"][band]) + _bce(
+                    face_logits[torch.from_numpy(s["face_band"])], s["face_truth"][s["face_band"]])
+            else:
+                loss = _bce(model(*tensors)[torch.from_numpy(band)], s["truth"][band])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -157,7 +175,7 @@ def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
 
 
 def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, scans: dict, epoch: int, accuracy: float,
-                 log):
+                 log, face_head: bool = True):
     """The refiner's card (before its SHA-256): what it was trained for and on, the scans' edge range."""
     from ToothMCLCore.config import ModelCard
     from ToothMCLCore.postprocessing.boundary import BAND_HOPS, FEATURES
@@ -168,7 +186,8 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
     edge_range = [round(min(edges) * (1 - EDGE_MARGIN), 3), round(max(edges) * (1 + EDGE_MARGIN), 3)]
     return ModelCard(
         name=name, version="1.0.0", task="ios_boundary", architecture="boundary_gnn",
-        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": layers}, class_scheme="binary",
+        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": layers, "face_head": face_head},
+        class_scheme="binary",
         preprocess={"band_hops": BAND_HOPS, "median_edge_mm": edge_range, "features": list(FEATURES)},
         training_data=(f"{len(scans['train'])} training jaws of real intraoral scans of MeshSegNet, licence {LICENCE}, "
                        f"split by patient as for the IOS model (fractions {list(SPLIT)}, seed {SPLIT_SEED}), "
@@ -178,7 +197,11 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
                       "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
         notes=(("UNTRAINED: no epoch beat the untrained network on the validation jaws. " if epoch == 0 else "")
                + f"BoundaryGNN, {epochs} epochs (best: {epoch}), AdamW lr 2e-3, weight decay 1e-4, seed 0; each step "
-               f"on the jaw or its mirror image; validation tooth vs gingiva with the band re-decided: {accuracy:.4f}."),
+               f"on the jaw or its mirror image; "
+               + ("loss: binary cross-entropy on the band's vertices plus on the triangles that touch the band "
+                  "(the labels as drawn); a band vertex follows the vote of its triangles; " if face_head else
+                  "loss: binary cross-entropy on the band's vertices; ")
+               + f"validation tooth vs gingiva with the band re-decided: {accuracy:.4f}."),
         metrics={"training_log": [{"epoch": e, "loss": None if np.isnan(loss) else round(loss, 5),
                                    "val_tooth_vs_gingiva": round(acc, 5)} for e, loss, acc in log]},
     )
@@ -194,6 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--hidden", type=int, default=48)
     p.add_argument("--layers", type=int, default=4, help="message-passing rounds (default: %(default)s)")
+    p.add_argument("--no-face-head", action="store_true",
+                   help="decide band vertices by their own logits, not by their triangles' vote (the first refiners)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation jaws (a quick "
                                                         "check of the command; 0: all)")
     p.add_argument("--no-validation-figures", action="store_true",
@@ -208,6 +233,7 @@ def main(argv=None) -> int:
     from ToothMCLCore.errors import InvalidInputError, ToothMCLError
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.io.atomic import atomic_write_text
+    from ToothMCLCore.io.public_datasets.meshsegnet import find_cases
     from ToothMCLCore.models.checkpoint import card_path, save_checkpoint
     from ToothMCLCore.models.registry import resolve_weights
 
@@ -222,6 +248,7 @@ def main(argv=None) -> int:
         ios_weights = Path(args.weights) if args.weights else resolve_weights(args.model)[0]
         predictor = IOSPredictor(weights=ios_weights, device="cpu", boundary=False)
         limit = args.limit or None
+        scan_files = {f"{patient}_{jaw}": path for patient, jaw, path in find_cases(Path(args.data))}
         scans = {}
         for split in ("train", "val"):
             scans[split] = []
@@ -229,10 +256,15 @@ def main(argv=None) -> int:
                 raise InvalidInputError(f"{out / 'export'} has no {split} cases; the refiner needs both splits")
             for case in dataset.split(split)[:limit]:
                 logger.info("%s: %s", split, case.case_id)
-                scans[split].append(scan_inputs(predictor, case))
-        model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden, args.layers)
+                if case.case_id not in scan_files:
+                    raise InvalidInputError(f"{case.case_id} of {out / 'export'} is not among the scans of {args.data}; "
+                                            "the refiner needs the scans the export was converted from")
+                scans[split].append(scan_inputs(predictor, case, scan_files[case.case_id]))
+        face_head = not args.no_face_head
+        model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden, args.layers,
+                                            face_head=face_head)
         card = refiner_card(args.name, args.hidden, args.layers, args.epochs, predictor.card, scans, epoch, accuracy,
-                            log)
+                            log, face_head)
         weights = out / f"{args.name}.safetensors"
         card = save_checkpoint(model, card, weights)
         if not args.no_validation_figures:

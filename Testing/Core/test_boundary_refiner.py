@@ -12,6 +12,8 @@ from ToothMCLCore.postprocessing.boundary import (
     FEATURES,
     boundary_inputs,
     check_refiner_card,
+    decide_band,
+    face_vote,
     grow_numbers,
     keep_every_tooth,
 )
@@ -172,6 +174,47 @@ def test_a_tooth_the_refiner_would_mostly_remove_is_kept():
     assert labels.tolist() == [11, 11, 11, 11, 12, 12, 12, 0, 0] and instances[:4].tolist() == [5] * 4
 
 
+def _fan(n_faces: int):
+    """Vertex 0 at the centre of ``n_faces`` triangles (0, i, i+1) around it; vertex ``n_faces + 1`` in none."""
+    return np.array([[0, i, i % n_faces + 1] for i in range(1, n_faces + 1)])
+
+
+def test_a_vertex_is_tooth_when_at_least_half_of_its_triangles_are():
+    """As the labels' rule gives a vertex its triangles' majority (a tie to the tooth): 3 of 6 tooth
+    triangles make the centre tooth, 2 of 6 leave it gingiva; a vertex in no triangle is not tooth."""
+    faces = _fan(6)
+    three = face_vote(faces, np.array([1, 1, 1, 0, 0, 0], bool), 8)
+    two = face_vote(faces, np.array([1, 1, 0, 0, 0, 0], bool), 8)
+    assert three[0] and not two[0]
+    assert three[[1, 2, 3]].all() and not three[[5, 6]].any() and not three[7]
+    assert not face_vote(faces, np.ones(6, bool), 8)[7]
+
+
+def test_band_vertices_follow_their_triangles_and_the_rest_keep_their_labels():
+    """With a face head, a band vertex takes its triangles' vote even where its own logit says
+    otherwise; a band vertex in no triangle follows its own logit; outside the band nothing moves."""
+    import torch
+
+    from ToothMCLCore.models.boundary_gnn import BoundaryGNN
+
+    model = BoundaryGNN(len(FEATURES), 8, 1, face_head=True).eval()
+    with torch.no_grad():
+        for head, bias in ((model.head, 1.0), (model.face_head[-1], -1.0)):  # vertices say tooth, triangles gingiva
+            head.weight.zero_()
+            head.bias.fill_(bias)
+    faces = _fan(6)
+    count = 9  # vertex 7 is in the band, 8 outside it, neither in a triangle
+    features = np.zeros((count, len(FEATURES)), np.float32)
+    edge_index = np.array([[0, 1], [1, 0]])
+    edge_features = np.zeros((2, 6), np.float32)
+    band = np.array([True] * 8 + [False])
+    tooth = np.array([True, False, True, False, True, False, True, True, True])
+    decided = decide_band(model, features, edge_index, edge_features, band, tooth, faces)
+    assert decided.tolist() == [False] * 7 + [True, True]
+    without_faces = decide_band(model, features, edge_index, edge_features, band, ~tooth, None)
+    assert without_faces.tolist() == [True] * 8 + [False]
+
+
 def test_a_refiner_card_for_other_inputs_is_refused():
     """A refiner whose card lists other features, a band the hops cannot count, or no edge range is refused."""
     from ToothMCLCore.models.checkpoint import read_card
@@ -217,6 +260,7 @@ def test_train_boundary_writes_a_refiner_the_predictor_runs(meshsegnet_dir, tmp_
     card = read_card(weights.with_suffix(".json"))
     assert card.task == "ios_boundary" and card.preprocess["median_edge_mm"][0] < card.preprocess["median_edge_mm"][1]
     assert [row["epoch"] for row in card.metrics["training_log"]] == [0, 2]
+    assert card.arch_args["face_head"] is True and "triangles" in card.notes
     scan, jaw, _ = real_scans["12_lower"]
     result = IOSPredictor(**FAST, boundary_weights=weights).predict(scan, jaw)
     assert result.provenance["boundary_model"] == "ios_boundary_check_v1"

@@ -93,11 +93,11 @@ def build_softooth(preset: str = "paper", **overrides):
     return build(preset, **overrides)
 
 
-def build_boundary_gnn(n_features: int = 18, hidden: int = 48, layers: int = 3):
+def build_boundary_gnn(n_features: int = 18, hidden: int = 48, layers: int = 3, face_head: bool = False):
     """Tooth-vs-gingiva boundary refiner on an IOS mesh (see ``ToothMCLCore.models.boundary_gnn``)."""
     from .boundary_gnn import BoundaryGNN
 
-    return BoundaryGNN(n_features, hidden, layers)
+    return BoundaryGNN(n_features, hidden, layers, face_head)
 
 
 ARCHITECTURES: dict[str, Callable[..., Any]] = {

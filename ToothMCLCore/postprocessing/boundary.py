@@ -15,6 +15,17 @@ reaches stays gingiva); one that becomes gingiva loses its number. Teeth are nev
 here, and a tooth the refiner would leave with less than half its vertices is left as it was
 (:func:`keep_every_tooth`).
 
+**Triangles decide.** MeshSegNet's labels are drawn on triangles, and a vertex's label is the
+vote of the triangles around it (the converter's rule, :func:`~ToothMCLCore.io.public_datasets.
+_common.vertex_votes`). After the per-vertex refiner, about 70 % of the validation jaws' remaining
+errors were on vertices whose triangles the truth splits between tooth and gingiva: the ring the
+drawn boundary runs through, where a vertex's label depends on how many of its triangles lie on
+each side. A refiner whose card has ``arch_args["face_head"]`` also classifies every triangle
+(from its three vertices' states) and is trained on the triangles' labels; a band vertex is then
+tooth when at least half of its triangles are (:func:`face_vote`, the labels' rule for two
+classes; a vertex whose tooth triangles belong to two teeth can be gingiva in the labels by
+plurality, which this vote does not model).
+
 The refiner is trained on one IOS model's probabilities (``training/train_boundary.py``) and
 named by that model's card (``boundary_model``). It runs only on scans whose median edge length
 lies in the range it was trained on (its card's ``preprocess["median_edge_mm"]``), because
@@ -204,6 +215,45 @@ def boundary_inputs(points: np.ndarray, normals: np.ndarray, faces: np.ndarray, 
             edge_features.astype(np.float32), band)
 
 
+def face_vote(faces: np.ndarray, face_tooth: np.ndarray, count: int) -> np.ndarray:
+    """(count,) bool: True where at least half of a vertex's triangles are tooth (a tie is tooth,
+    as the labels' vote gives a tied vertex to the tooth); a vertex in no triangle is False."""
+    faces = np.asarray(faces, np.int64).reshape(-1, 3)
+    total = np.bincount(faces.ravel(), minlength=count)
+    tooth = np.bincount(faces.ravel(), np.repeat(np.asarray(face_tooth, np.float64), 3), minlength=count)
+    return (total > 0) & (2 * tooth >= total)
+
+
+def decide_band(model, features: np.ndarray, edge_index: np.ndarray, edge_features: np.ndarray, band: np.ndarray,
+                tooth: np.ndarray, faces: np.ndarray | None = None, device="cpu") -> np.ndarray:
+    """(N,) bool tooth or not: ``tooth`` outside ``band``, the refiner's decision inside it.
+
+    The refiner sees the scan and its mirror image and averages the two (module docstring). With a
+    face head and ``faces``, a band vertex follows :func:`face_vote` of its triangles' logits (a
+    band vertex in no triangle follows its own logit); otherwise its own logit decides.
+    """
+    import torch
+
+    use_faces = getattr(model, "face_head", None) is not None and faces is not None and len(faces) > 0
+    with torch.inference_mode():
+        x, pairs = torch.from_numpy(features).to(device), torch.from_numpy(edge_index).to(device)
+        triangles = torch.from_numpy(np.asarray(faces, np.int64)).to(device) if use_faces else None
+        vertex_logits, face_logits = 0.0, 0.0
+        for e in (edge_features, mirror_edge_features(edge_features)):
+            e = torch.from_numpy(e).to(device)
+            if use_faces:
+                f, v = model.face_logits(x, pairs, e, triangles)
+                face_logits = face_logits + f.float().cpu().numpy() / 2.0
+            else:
+                v = model(x, pairs, e)
+            vertex_logits = vertex_logits + v.float().cpu().numpy() / 2.0
+    decided = vertex_logits > 0
+    if use_faces:
+        in_faces = np.bincount(np.asarray(faces, np.int64).ravel(), minlength=len(tooth)) > 0
+        decided = np.where(in_faces, face_vote(faces, face_logits > 0, len(tooth)), decided)
+    return np.where(band, decided, tooth)
+
+
 def mirror_edge_features(edge_features: np.ndarray) -> np.ndarray:
     """The edge inputs of the scan's mirror image (x -> -x in the canonical frame): only the edge
     direction's x changes sign; every vertex input is the same on both sides."""
@@ -284,19 +334,13 @@ def refine_boundary(model, points: np.ndarray, normals: np.ndarray, faces: np.nd
     Returns:
         (labels, instances), new arrays; a vertex changes only inside the band.
     """
-    import torch
-
     labels = np.asarray(labels).copy()
     instances = np.asarray(instances).copy()
     tooth = labels > 0
     edges = mesh_edges(faces) if edges is None else edges
     features, edge_index, edge_features, band = boundary_inputs(points, normals, faces, 1.0 - probs[:, 0], tooth,
                                                                 edges, band_hops)
-    with torch.inference_mode():
-        x, pairs = torch.from_numpy(features).to(device), torch.from_numpy(edge_index).to(device)
-        logits = sum(model(x, pairs, torch.from_numpy(e).to(device)).float().cpu().numpy()
-                     for e in (edge_features, mirror_edge_features(edge_features))) / 2.0
-    decided = np.where(band, logits > 0, tooth)
+    decided = decide_band(model, features, edge_index, edge_features, band, tooth, faces, device)
     to_gingiva = tooth & ~decided
     to_tooth = np.flatnonzero(~tooth & decided)
     before, before_instances = labels.copy(), instances.copy()

@@ -322,6 +322,25 @@ def convert_scan(path, jaw: str, name: str | None = None):
     return result, table[votes], numbering
 
 
+def face_tooth(path, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(faces (M, 3), (M,) bool tooth)`` of one MeshSegNet scan as :func:`~..mesh.read_mesh` reads
+    it: the labels as drawn, per triangle (the boundary refiner trains on them,
+    ``training/train_boundary.py``).
+
+    Raises:
+        InvalidInputError: as :func:`convert_scan`.
+    """
+    from ..mesh import read_mesh
+
+    path = Path(path)
+    name = name or path.name
+    result = read_mesh(path)
+    if "Label" not in result.face_data:
+        raise InvalidInputError(f"{name} has no per-cell Label array; MeshSegNet scans carry their labels as "
+                                "cell data: use the labelled release")
+    return np.asarray(result.mesh.faces, np.int64), integer_labels(result.face_data["Label"], name) > 0
+
+
 def iter_meshsegnet(root, *, skip_unpaired: bool = False) -> Iterator[IOSRecord]:
     """Yield every MeshSegNet scan whose numbering checks out, with FDI labels per vertex.
 

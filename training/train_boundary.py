@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/ios_boundary", help="output folder (export/, the refiner and its card)")
     p.add_argument("--model", default="ios_pt_real_v1", help="registry name of the IOS model (default: %(default)s)")
     p.add_argument("--weights", help="the IOS model's .safetensors file instead of --model")
-    p.add_argument("--name", default="ios_boundary_real_v1", help="the refiner's name (default: %(default)s)")
+    p.add_argument("--name", default="ios_boundary_real_v2", help="the refiner's name (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--hidden", type=int, default=48)
     p.add_argument("--layers", type=int, default=4, help="message-passing rounds (default: %(default)s)")

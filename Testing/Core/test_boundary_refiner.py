@@ -59,7 +59,7 @@ def segmented(predictors, real_scans):
 def test_the_default_model_names_its_refiner(predictors):
     """ios_pt_real_v1's card names the shipped refiner, trained for it, and segment-ios loads it."""
     refined, settled = predictors["refined"], predictors["settled"]
-    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v1"
+    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v2"
     assert refined.boundary_card.task == "ios_boundary"
     assert refined.card.name in refined.boundary_card.training_data
     assert settled.boundary_net is None
@@ -115,7 +115,7 @@ def test_a_denser_scan_than_the_refiner_knows_is_left_as_settled(predictors, rea
     dense = SurfaceMesh(vertices, faces)
     refined = predictors["refined"].predict(dense, jaw)
     assert refined.provenance["boundary_refined"] is False
-    assert refined.provenance["boundary_model"] == "ios_boundary_real_v1"
+    assert refined.provenance["boundary_model"] == "ios_boundary_real_v2"
     np.testing.assert_array_equal(refined.labels, predictors["settled"].predict(dense, jaw).labels)
 
 
@@ -220,7 +220,7 @@ def test_a_refiner_card_for_other_inputs_is_refused():
     from ToothMCLCore.models.checkpoint import read_card
     from ToothMCLCore.models.registry import resolve_weights
 
-    card = read_card(resolve_weights("ios_boundary_real_v1")[0].with_suffix(".json"))
+    card = read_card(resolve_weights("ios_boundary_real_v2")[0].with_suffix(".json"))
     check_refiner_card(card)
     for change in ({"features": list(reversed(FEATURES))}, {"band_hops": 4}, {"median_edge_mm": None}):
         bad = card.to_dict()
@@ -234,7 +234,7 @@ def test_toothmcl_models_says_the_refiner_runs_inside_its_model(capsys):
     from ToothMCLCore.cli import main
 
     assert main(["models"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ios_boundary_real_v1"))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ios_boundary_real_v2"))
     assert "runs inside the IOS model whose card names it" in line
 
 

@@ -252,7 +252,7 @@ def test_automatic_model_choice_takes_each_inputs_own_default(scene, labelled_sc
     volume = add_volume(scene, (20, 20, 20))
     assert logic.defaultModel(model) == DEFAULT_IOS_MODEL and logic.defaultModel(volume) == DEFAULT_CBCT_MODEL
     assert {logic.defaultModel(model), logic.defaultModel(volume)} <= set(logic.availableModels())
-    assert "ios_boundary_real_v1" not in logic.availableModels()  # it runs inside ios_pt_real_v1, not alone
+    assert "ios_boundary_real_v2" not in logic.availableModels()  # it runs inside ios_pt_real_v1, not alone
     tasks = {kind: read_card(resolve_weights(name)[0].with_suffix(".json")).task
              for kind, name in logic.defaultModels().items()}
     assert tasks == {"scan": "ios_teeth", "volume": "cbct_teeth"}

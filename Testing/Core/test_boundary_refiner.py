@@ -13,6 +13,7 @@ from ToothMCLCore.postprocessing.boundary import (
     boundary_inputs,
     check_refiner_card,
     decide_band,
+    drop_slivers,
     face_vote,
     grow_numbers,
     keep_every_tooth,
@@ -164,6 +165,29 @@ def test_a_new_tooth_vertex_takes_the_number_of_the_nearer_tooth_and_numbers_nev
     grown, grown_instances = grow_numbers(_path_weights([1, 1, 1]), chain, np.array([7, 0, 0, 0]), np.array([1, 2]), 1)
     assert grown.tolist() == [21, 0] and grown_instances.tolist() == [7, 0]
     assert grow_numbers(_path_weights([1, 1, 1]), chain, np.array([7, 0, 0, 0]), np.array([1, 2]), 2)[0].tolist() == [21, 21]
+
+
+def test_a_sliver_cut_off_a_tooth_takes_the_tooth_it_touches_or_becomes_gingiva():
+    """On a path 11-11-11-0-11-12-0-11, all in the band, the 11 cut off beside a 12 becomes 12 (with
+    its instance), the lone 11 among gingiva becomes gingiva, and the tooth's main piece keeps its
+    number."""
+    labels = np.array([11, 11, 11, 0, 11, 12, 0, 11])
+    instances = np.array([1, 1, 1, 0, 1, 2, 0, 1])
+    edges = np.stack([np.arange(7), np.arange(1, 8)], axis=1)
+    new_labels, new_instances = drop_slivers(edges, _path_weights([1] * 7), labels, instances, np.ones(8, bool), 4)
+    assert new_labels.tolist() == [11, 11, 11, 0, 12, 12, 0, 0]
+    assert new_instances.tolist() == [1, 1, 1, 0, 2, 2, 0, 0]
+    assert labels.tolist() == [11, 11, 11, 0, 11, 12, 0, 11]  # the caller's arrays are left as they were
+
+
+def test_a_tooth_the_refiner_cut_through_keeps_both_pieces():
+    """A piece reaching beyond the band is not a sliver (the refiner cut through the tooth, most
+    often through a papilla between two crowns): both pieces keep their number."""
+    labels = np.array([11, 11, 0, 11, 11, 0, 12, 12])
+    band = np.array([False, True, True, True, False, True, True, False])
+    edges = np.stack([np.arange(7), np.arange(1, 8)], axis=1)
+    new_labels, _ = drop_slivers(edges, _path_weights([1] * 7), labels, (labels > 0) * 3, band, 4)
+    assert new_labels.tolist() == labels.tolist()
 
 
 def test_a_tooth_the_refiner_would_mostly_remove_is_kept():

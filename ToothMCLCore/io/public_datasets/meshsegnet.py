@@ -292,6 +292,21 @@ def _apex_pair(c: np.ndarray, right: np.ndarray, anterior: np.ndarray) -> int | 
     return crossing[0] if crossing else None
 
 
+def read_labelled(path, name: str):
+    """``(MeshReadResult, (M,) int per-cell Label)`` of one MeshSegNet scan.
+
+    Raises:
+        InvalidInputError: unreadable file, no per-cell ``Label``, ids that are not whole numbers.
+    """
+    from ..mesh import read_mesh
+
+    result = read_mesh(Path(path))
+    if "Label" not in result.face_data:
+        raise InvalidInputError(f"{name} has no per-cell Label array; MeshSegNet scans carry their labels as "
+                                "cell data: use the labelled release")
+    return result, integer_labels(result.face_data["Label"], name)
+
+
 def convert_scan(path, jaw: str, name: str | None = None):
     """One MeshSegNet scan: ``(MeshReadResult, (N,) FDI per cleaned vertex, Numbering)``.
 
@@ -299,15 +314,10 @@ def convert_scan(path, jaw: str, name: str | None = None):
         InvalidInputError: unreadable file, no per-cell ``Label``, ids that are not whole
             numbers, or a numbering that cannot be checked (see :func:`number_teeth`).
     """
-    from ..mesh import occlusal_direction, read_mesh
+    from ..mesh import occlusal_direction
 
-    path = Path(path)
-    name = name or path.name
-    result = read_mesh(path)
-    if "Label" not in result.face_data:
-        raise InvalidInputError(f"{name} has no per-cell Label array; MeshSegNet scans carry their labels as "
-                                "cell data: use the labelled release")
-    face_ids = integer_labels(result.face_data["Label"], name)
+    name = name or Path(path).name
+    result, face_ids = read_labelled(path, name)
     if face_ids.size and face_ids.max() > 16:
         raise InvalidInputError(f"{name}: Label values up to {int(face_ids.max())}; MeshSegNet uses 0..14 "
                                 "(16 at most in its irregular files): is this a MeshSegNet scan?")
@@ -328,17 +338,10 @@ def face_tooth(path, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     ``training/train_boundary.py``).
 
     Raises:
-        InvalidInputError: as :func:`convert_scan`.
+        InvalidInputError: as :func:`read_labelled`.
     """
-    from ..mesh import read_mesh
-
-    path = Path(path)
-    name = name or path.name
-    result = read_mesh(path)
-    if "Label" not in result.face_data:
-        raise InvalidInputError(f"{name} has no per-cell Label array; MeshSegNet scans carry their labels as "
-                                "cell data: use the labelled release")
-    return np.asarray(result.mesh.faces, np.int64), integer_labels(result.face_data["Label"], name) > 0
+    result, face_ids = read_labelled(path, name or Path(path).name)
+    return np.asarray(result.mesh.faces, np.int64), face_ids > 0
 
 
 def iter_meshsegnet(root, *, skip_unpaired: bool = False) -> Iterator[IOSRecord]:

@@ -257,8 +257,8 @@ def main(argv=None) -> int:
             for case in dataset.split(split)[:limit]:
                 logger.info("%s: %s", split, case.case_id)
                 if case.case_id not in scan_files:
-                    raise InvalidInputError(f"{case.case_id} of {out / 'export'} is not among the scans of {args.data}; "
-                                            "the refiner needs the scans the export was converted from")
+                    raise InvalidInputError(f"{case.case_id} of {out / 'export'} is not among the scans of "
+                                            f"{args.data}; the refiner needs the scans the export was converted from")
                 scans[split].append(scan_inputs(predictor, case, scan_files[case.case_id]))
         face_head = not args.no_face_head
         model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden, args.layers,

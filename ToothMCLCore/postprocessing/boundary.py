@@ -17,15 +17,16 @@ gingiva (:func:`drop_slivers`); and a tooth the refiner would leave with less th
 its vertices is left as it was (:func:`keep_every_tooth`).
 
 **Triangles decide.** MeshSegNet's labels are drawn on triangles, and a vertex's label is the
-vote of the triangles around it (the converter's rule, :func:`~ToothMCLCore.io.public_datasets.
-_common.vertex_votes`). After the per-vertex refiner, about 70 % of the validation jaws' remaining
-errors were on vertices whose triangles the truth splits between tooth and gingiva: the ring the
-drawn boundary runs through, where a vertex's label depends on how many of its triangles lie on
-each side. A refiner whose card has ``arch_args["face_head"]`` also classifies every triangle
-(from its three vertices' states) and is trained on the triangles' labels; a band vertex is then
-tooth when at least half of its triangles are (:func:`face_vote`, the labels' rule for two
-classes; a vertex whose tooth triangles belong to two teeth can be gingiva in the labels by
-plurality, which this vote does not model).
+vote of the triangles around it (the converter's rule,
+:func:`~ToothMCLCore.io.public_datasets._common.vertex_votes`). After the per-vertex refiner,
+about 70 % of the validation jaws' remaining errors were on vertices whose triangles the truth
+splits between tooth and gingiva: the ring the drawn boundary runs through, where a vertex's
+label depends on how many of its triangles lie on each side. A refiner whose card has
+``arch_args["face_head"]`` also classifies every triangle (from its three vertices' states)
+and is trained on the triangles' labels; a band vertex is then tooth when at least half of its
+triangles are (:func:`face_vote`, the labels' rule for two classes; a vertex whose tooth
+triangles belong to two teeth can be gingiva in the labels by plurality, which this vote does
+not model).
 
 The refiner is trained on one IOS model's probabilities (``training/train_boundary.py``) and
 named by that model's card (``boundary_model``). It runs only on scans whose median edge length

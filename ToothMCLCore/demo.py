@@ -107,6 +107,6 @@ def real_scan_figures(card) -> str:
     if not (upper and lower):
         return ""
     return (f"{card.name} was trained on real scans; on {upper['scans'] + lower['scans']} real test jaws of patients "
-            f"it never saw: mean per-tooth Dice {upper['mean_dice']:.2f} upper / {lower['mean_dice']:.2f} lower, "
-            f"tooth vs gingiva {upper['tooth_vs_gingiva']:.2f} / {lower['tooth_vs_gingiva']:.2f} (a phantom is not "
+            f"it never saw: mean per-tooth Dice {upper['mean_dice']:.3f} upper / {lower['mean_dice']:.3f} lower, "
+            f"tooth vs gingiva {upper['tooth_vs_gingiva']:.3f} / {lower['tooth_vs_gingiva']:.3f} (a phantom is not "
             "a real scan: its Dice below says less)")

@@ -364,7 +364,8 @@ def write_registry_entry(weights_path) -> tuple[Path, str]:
     card = read_card(card_path(weights_path))
     registry = weights_path.parent / "registry.json"
     entries = json.loads(registry.read_text(encoding="utf-8")) if registry.is_file() else {}
-    entries[card.name] = {"url": weights_path.as_uri(), "sha256": card.sha256, "description": card.intended_use}
+    entries[card.name] = {"url": weights_path.as_uri(), "sha256": card.sha256, "description": card.intended_use,
+                          "task": card.task}
     atomic_write_text(registry, json.dumps(entries, indent=1, sort_keys=True) + "\n")
     return registry, card.name
 

@@ -9,6 +9,7 @@ import torch
 from ToothMCLCore.errors import ConfigError, WeightsError
 from ToothMCLCore.io.dataset_layout import write_dataset
 from ToothMCLCore.io.dataset_records import CBCTRecord, IOSRecord
+from ToothMCLCore.models.registry import load_registry
 from training.configuration import load_config
 from training.engine import TrainConfig, fit
 from training.finetune import CBCTFinetuneConfig, CBCTFinetuneTask, IOSFinetuneConfig, IOSFinetuneTask, main
@@ -151,6 +152,7 @@ def test_ios_fine_tuning_from_the_cli_runs_an_epoch_and_writes_weights_the_pipel
     assert f"weights: {path}" in capsys.readouterr().out
     monkeypatch.setenv("TOOTHMCL_REGISTRY", str(tmp_path / "registry.json"))
     monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "model_cache"))
+    assert load_registry()["ios_pt_tiny_v1"].task == "ios_teeth"  # known before any download
     predictor = IOSPredictor(model="ios_pt_tiny_v1", device="cpu", passes=1)
     assert predictor.n_points == 1024 and predictor.card.task == "ios_teeth"
     assert predictor.card.sha256 == IOSPredictor(weights=path, device="cpu").card.sha256

@@ -113,3 +113,28 @@ def test_unknown_model_lists_the_known_ones(registry):
     with pytest.raises(WeightsError, match="known models: .*cbct_swinunetr_tiny_v1"):
         resolve_weights("cbct_swinunetr_tiny_v2")
     assert "cbct_swinunetr_tiny_v1" in load_registry()
+
+
+@pytest.mark.parametrize("with_task", [True, False])
+def test_a_refiner_in_a_registry_file_is_listed_as_one(tmp_path, monkeypatch, capsys, with_task):
+    """A boundary refiner published in a ``$TOOTHMCL_REGISTRY`` file is known as one, so that
+    ``toothmcl models`` and the Slicer module's model list do not offer it to segment with: by the
+    entry's ``task``, or, for an entry without it, once its card is in the cache."""
+    from ToothMCLCore.cli import main
+
+    bundled, sha = resolve_weights("ios_boundary_real_v2")
+    source = tmp_path / "server" / "my_refiner.safetensors"
+    source.parent.mkdir()
+    shutil.copy(bundled, source)
+    card = json.loads(card_path(bundled).read_text())
+    card_path(source).write_text(json.dumps({**card, "name": "my_refiner"}))
+    entry = {"url": source.as_uri(), "sha256": sha, **({"task": "ios_boundary"} if with_task else {})}
+    (tmp_path / "registry.json").write_text(json.dumps({"my_refiner": entry}))
+    monkeypatch.setenv("TOOTHMCL_REGISTRY", str(tmp_path / "registry.json"))
+    monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "cache"))
+    assert load_registry()["my_refiner"].task == ("ios_boundary" if with_task else "")
+    resolve_weights("my_refiner")  # the download puts its card in the cache
+    assert load_registry()["my_refiner"].task == "ios_boundary"
+    assert main(["models"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("my_refiner"))
+    assert "runs inside the IOS model whose card names it" in line

@@ -52,7 +52,9 @@ class RegistryEntry:
         url: where the ``.safetensors`` file lives; its card is the same URL ending ``.json``.
         sha256: expected SHA-256 of the weights.
         description: one line for ``toothmcl models``.
-        task: the card's task where it is known without a download (bundled weights), else "".
+        task: the card's task where it is known without a download, else "": a bundled card's, the
+            registry file's optional ``"task"`` (``write_registry_entry`` writes it), or the card of
+            a copy already in the cache (:func:`_cached_task`).
     """
 
     name: str
@@ -103,7 +105,8 @@ def load_registry(registry_file: str | os.PathLike | None = None) -> dict[str, R
                                               description=item.get("description", ""),
                                               format=item.get("format", "toothmcl"), fold=str(item.get("fold", "0")),
                                               dataset_sha256=str(item.get("dataset_sha256", "")),
-                                              plans_sha256=str(item.get("plans_sha256", "")))
+                                              plans_sha256=str(item.get("plans_sha256", "")),
+                                              task=str(item.get("task") or _cached_task(name, item["sha256"])))
             except (KeyError, TypeError, AttributeError):
                 raise WeightsError(
                     f"registry entry {name!r} in {path} needs 'url' and 'sha256'"
@@ -116,6 +119,17 @@ def load_registry(registry_file: str | os.PathLike | None = None) -> dict[str, R
                                    "'plans_sha256' besides the checkpoint's 'sha256' (run sha256sum dataset.json "
                                    "plans.json in the results folder): dataset.json decides which tooth is which")
     return entries
+
+
+def _cached_task(name: str, sha256: str) -> str:
+    """The task on the cached card of ``name`` when that card describes weights with ``sha256``
+    (what :func:`resolve_weights` downloaded), else "" (the weights are not hashed here: this is
+    for listing models, and loading them checks the hash)."""
+    try:
+        card = json.loads(card_path(cache_dir() / name / f"{name}.safetensors").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(card.get("task", "")) if isinstance(card, dict) and card.get("sha256") == sha256 else ""
 
 
 def cache_dir() -> Path:

@@ -33,7 +33,9 @@ trained for that model (``--model``, default ``ios_pt_real_v1``).
    measured with the shipped model by ``training/train_ios_real.py --evaluate-only``.
 
 To ship it, copy ``OUT/<name>.safetensors`` and its ``.json`` into ``ToothMCLCore/weights/`` and
-name it in the IOS model's card (``"boundary_model"``).
+name it in the IOS model's card (``"boundary_model"``). ``OUT/registry.json`` holds its registry
+entry (task ``ios_boundary``): with ``TOOTHMCL_REGISTRY`` pointing there, a card names it without
+copying it.
 """
 
 from __future__ import annotations
@@ -237,6 +239,7 @@ def main(argv=None) -> int:
     from ToothMCLCore.models.checkpoint import card_path, save_checkpoint
     from ToothMCLCore.models.registry import resolve_weights
 
+    from .finetune import write_registry_entry
     from .train_ios_real import convert
 
     if args.threads:
@@ -267,6 +270,7 @@ def main(argv=None) -> int:
                             log, face_head)
         weights = out / f"{args.name}.safetensors"
         card = save_checkpoint(model, card, weights)
+        registry, _ = write_registry_entry(weights)
         if not args.no_validation_figures:
             figures = validation_figures(ios_weights, weights, dataset)
             data = card.to_dict()
@@ -280,6 +284,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"refiner (best epoch {epoch}, validation tooth vs gingiva {accuracy:.4f}): {weights}")
+    print(f"registry entry: {registry} (name it in an IOS model card's boundary_model, with TOOTHMCL_REGISTRY={registry})")
     return 0
 
 

@@ -275,6 +275,7 @@ def test_train_boundary_writes_a_refiner_the_predictor_runs(meshsegnet_dir, tmp_
     refiner and its card that IOSPredictor loads and runs on a real scan."""
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.models.checkpoint import read_card
+    from ToothMCLCore.models.registry import load_registry
     from training.train_boundary import main
 
     out = tmp_path / "run"
@@ -285,6 +286,8 @@ def test_train_boundary_writes_a_refiner_the_predictor_runs(meshsegnet_dir, tmp_
     assert card.task == "ios_boundary" and card.preprocess["median_edge_mm"][0] < card.preprocess["median_edge_mm"][1]
     assert [row["epoch"] for row in card.metrics["training_log"]] == [0, 2]
     assert card.arch_args["face_head"] is True and "triangles" in card.notes
+    entry = load_registry(out / "registry.json")["ios_boundary_check_v1"]  # by name, known as a refiner
+    assert entry.task == "ios_boundary" and entry.sha256 == card.sha256
     scan, jaw, _ = real_scans["12_lower"]
     result = IOSPredictor(**FAST, boundary_weights=weights).predict(scan, jaw)
     assert result.provenance["boundary_model"] == "ios_boundary_check_v1"

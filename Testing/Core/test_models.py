@@ -138,3 +138,22 @@ def test_a_refiner_in_a_registry_file_is_listed_as_one(tmp_path, monkeypatch, ca
     assert main(["models"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("my_refiner"))
     assert "runs inside the IOS model whose card names it" in line
+
+
+def test_saved_weights_are_readable_by_others_as_any_new_file(tmp_path):
+    """Trained weights on a shared machine get the umask's permissions, not private ones
+    (safetensors writes a fresh 0600 file; the atomic write must not keep that)."""
+    import os
+
+    import torch
+
+    from ToothMCLCore.config import ModelCard
+    from ToothMCLCore.models.checkpoint import save_checkpoint
+
+    card = ModelCard(name="perm_check", version="1", task="ios_boundary", architecture="linear", arch_args={},
+                     class_scheme="", preprocess={})
+    weights = tmp_path / "perm_check.safetensors"
+    save_checkpoint(torch.nn.Linear(2, 1), card, weights)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert weights.stat().st_mode & 0o777 == card_path(weights).stat().st_mode & 0o777 == 0o666 & ~mask

@@ -45,10 +45,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{full_suffix(dest)}", dir=folder)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); outputs get the permissions any new file would get
-    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600), and some writers (safetensors) replace it with a private
+        # one: outputs get the permissions any new file would get, set on the file the writer left
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

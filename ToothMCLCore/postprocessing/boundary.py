@@ -223,13 +223,14 @@ def boundary_inputs(points: np.ndarray, normals: np.ndarray, faces: np.ndarray, 
             edge_features.astype(np.float32), band)
 
 
-def face_vote(faces: np.ndarray, face_tooth: np.ndarray, count: int) -> np.ndarray:
+def face_vote(faces: np.ndarray, face_tooth: np.ndarray, count: int, alone: np.ndarray | None = None) -> np.ndarray:
     """(count,) bool: True where at least half of a vertex's triangles are tooth (a tie is tooth,
-    as the labels' vote gives a tied vertex to the tooth); a vertex in no triangle is False."""
+    as the labels' vote gives a tied vertex to the tooth); a vertex in no triangle takes ``alone``
+    ((count,) bool), or is False without it."""
     faces = np.asarray(faces, np.int64).reshape(-1, 3)
     total = np.bincount(faces.ravel(), minlength=count)
     tooth = np.bincount(faces.ravel(), np.repeat(np.asarray(face_tooth, np.float64), 3), minlength=count)
-    return (total > 0) & (2 * tooth >= total)
+    return np.where(total > 0, 2 * tooth >= total, False if alone is None else alone)
 
 
 def decide_band(model, features: np.ndarray, edge_index: np.ndarray, edge_features: np.ndarray, band: np.ndarray,
@@ -257,8 +258,7 @@ def decide_band(model, features: np.ndarray, edge_index: np.ndarray, edge_featur
             vertex_logits = vertex_logits + v.float().cpu().numpy() / 2.0
     decided = vertex_logits > 0
     if use_faces:
-        in_faces = np.bincount(np.asarray(faces, np.int64).ravel(), minlength=len(tooth)) > 0
-        decided = np.where(in_faces, face_vote(faces, face_logits > 0, len(tooth)), decided)
+        decided = face_vote(faces, face_logits > 0, len(tooth), alone=decided)
     return np.where(band, decided, tooth)
 
 

@@ -11,16 +11,20 @@ from ToothMCLCore.models.point_transformer import PointTransformerEncoder, knn
 SMALL = {"planes": [16, 32, 32, 32, 32], "blocks": [1, 1, 1, 1, 1], "nsamples": [8, 8, 8, 8, 8]}
 
 
-def test_knn_matches_brute_force_across_chunks(monkeypatch):
-    """Chunked neighbour search returns exactly the brute-force neighbours."""
+@pytest.mark.parametrize("k", [1, 5])
+def test_knn_gives_the_true_nearest_neighbours_on_cpu_and_in_chunks(monkeypatch, k):
+    """The CPU's k-d tree and the GPU's chunked search (run here on CPU tensors) both return the
+    exact nearest neighbours, computed by brute force in float64; k is clipped to the support."""
     import ToothMCLCore.models.point_transformer as pt
 
     monkeypatch.setattr(pt, "_KNN_CHUNK", 37)
     g = torch.Generator().manual_seed(0)
     q, s = torch.rand(2, 100, 3, generator=g), torch.rand(2, 80, 3, generator=g)
-    idx = knn(q, s, 5)
-    expected = torch.cdist(q, s).topk(5, largest=False).indices
-    assert torch.equal(torch.sort(idx, -1).values, torch.sort(expected, -1).values)
+    expected = torch.cdist(q.double(), s.double()).topk(k, largest=False).indices
+    for idx in (knn(q, s, k), pt._knn_brute(q, s, k)):
+        assert idx.shape == (2, 100, k) and idx.dtype == torch.int64
+        assert torch.equal(torch.sort(idx, -1).values, torch.sort(expected, -1).values)
+    assert knn(q, s[:, :3], 5).shape == (2, 100, 3)
 
 
 @pytest.mark.parametrize("n,classes", [(512, 17), (1000, 5)])

@@ -3,9 +3,9 @@
 Vector self-attention over the k nearest neighbours with a learned relative position
 encoding, transition-down (farthest point sampling + kNN grouping + max-pool) and
 transition-up (3-NN inverse-distance interpolation + skip) in a U-Net. No compiled CUDA
-extension is needed: neighbour search is a chunked ``torch.cdist`` + ``topk`` (exact, memory
-bounded), and farthest point sampling uses the ``fpsample`` library on the CPU (indices only,
-no gradient is needed through them).
+extension is needed: neighbour search is a k-d tree on the CPU and a chunked ``torch.cdist`` +
+``topk`` on a GPU (both exact, :func:`knn`), and farthest point sampling uses the ``fpsample``
+library on the CPU (indices only, no gradient is needed through them).
 
 Defaults are those of the ToothMCL authors' IOS configuration: input features 6 (xyz +
 normals), planes (32, 64, 128, 256, 512), blocks (2, 3, 4, 6, 3), strides (1, 4, 4, 4, 4),
@@ -33,18 +33,38 @@ import numpy as np
 import torch
 from torch import nn
 
-#: chunk of query points per cdist call, bounding memory to chunk x N floats
+#: chunk of query points per cdist call (GPU), bounding memory to chunk x N floats
 _KNN_CHUNK = 2048
 
 
 def knn(query: torch.Tensor, support: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``(B, M, k)`` int64 of the k nearest ``support`` points of every ``query`` point.
 
+    On the CPU a k-d tree (``scipy.spatial.cKDTree``, as many workers as torch has threads); on
+    a GPU chunked ``torch.cdist`` + ``topk``. Both are exact; the tree is about 10x faster on
+    8,192 points on 2 cores, where the brute-force search was three quarters of a forward pass of
+    the IOS network (timed 2026-12-07), and it computes true distances, where ``cdist``'s
+    matrix-product form rounds. Every use here is invariant to the order of the k neighbours.
+
     Args:
         query: (B, M, 3) float.
         support: (B, N, 3) float, N >= 1 (k is clipped to N).
     """
     k = min(k, support.shape[1])
+    return _knn_tree(query, support, k) if query.device.type == "cpu" else _knn_brute(query, support, k)
+
+
+def _knn_tree(query: torch.Tensor, support: torch.Tensor, k: int) -> torch.Tensor:
+    from scipy.spatial import cKDTree
+
+    q = query.detach().float().numpy()
+    s = support.detach().float().numpy()
+    workers = max(1, torch.get_num_threads())
+    idx = np.stack([cKDTree(si).query(qi, k=k, workers=workers)[1] for qi, si in zip(q, s)])
+    return torch.from_numpy(idx.reshape(len(q), q.shape[1], k).astype(np.int64))
+
+
+def _knn_brute(query: torch.Tensor, support: torch.Tensor, k: int) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for start in range(0, query.shape[1], _KNN_CHUNK):

@@ -212,6 +212,9 @@ class ModelCard:
         roi_model: registry name of the ROI model to crop with (CBCT models), or "".
         boundary_model: registry name of the tooth-vs-gingiva boundary refiner trained on this
             IOS model's probabilities (:mod:`ToothMCLCore.postprocessing.boundary`), or "".
+        members: registry names of further IOS teeth networks run on the same sampled points as
+            this one; the class probabilities of all of them are averaged (an ensemble,
+            :class:`ToothMCLCore.inference.ios.IOSPredictor`). Empty for a single network.
     """
 
     name: str
@@ -228,6 +231,7 @@ class ModelCard:
     notes: str = ""
     roi_model: str = ""
     boundary_model: str = ""
+    members: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
 
     from_dict = classmethod(config_from_dict)

@@ -51,10 +51,28 @@ LIMITATIONS = (
     "(ToothMCLCore.postprocessing.arch_order), tried with teeth removed (their spaces left open) but never on a jaw "
     "whose extraction space was closed, where the teeth may be numbered one position off; the numbering of four "
     "scans was repaired from their geometry and three scans were left out (see "
-    "ToothMCLCore.io.public_datasets.meshsegnet); the network is smaller than the paper's (planes up to "
-    "{planes}, not 512) and saw {points:,} points, not 24,000, so that it trains on a 2-core CPU. Research use; not a "
-    "medical device."
+    "ToothMCLCore.io.public_datasets.meshsegnet); {network}. Research use; not a medical device."
 )
+#: the ToothMCL authors' IOS network (ToothMCLCore.models.point_transformer)
+PAPER_ARCH = {"planes": [32, 64, 128, 256, 512], "blocks": [2, 3, 4, 6, 3], "nsamples": [36, 24, 24, 24, 24]}
+
+
+def network_limitation(card, member_cards=()) -> str:
+    """How the card's network (and each ensemble member's) departs from the paper's, for the
+    card's limitations: sizes, neighbours and points, which a CPU forced."""
+    def one(c) -> str:
+        args = {k: list(c.arch_args.get(k, v)) for k, v in PAPER_ARCH.items()}
+        diff = [f"{k} {args[k]}, not {v}" for k, v in PAPER_ARCH.items() if args[k] != v]
+        shape = "; ".join(diff) if diff else "the paper's size"
+        return f"{c.name} ({shape})"
+
+    points = int(card.preprocess["n_points"])
+    if not member_cards:
+        return (f"the network departs from the paper's, {one(card)}, and saw {points:,} points, not 24,000, so that "
+                "it trains on a 2-core CPU")
+    return (f"{len(member_cards) + 1} networks' probabilities are averaged, each departing from the paper's network, "
+            + " and ".join(one(c) for c in (card, *member_cards))
+            + f", and they saw {points:,} points, not 24,000, so that they train on a 2-core CPU")
 
 
 def convert(data: Path, export: Path):
@@ -105,11 +123,24 @@ def choose_sampling(weights: Path, dataset, device: str = "cpu") -> tuple[int, b
     return best[1], best[2]
 
 
+def set_members(weights: Path, members: list[str]) -> None:
+    """Name ``members`` (registry names) in the card beside ``weights``: the pipeline then averages
+    their probabilities with this network's (:class:`~ToothMCLCore.inference.ios.IOSPredictor`)."""
+    from ToothMCLCore.config import ModelCard
+    from ToothMCLCore.io.atomic import atomic_write_text
+    from ToothMCLCore.models.checkpoint import card_path, read_card
+
+    card = read_card(card_path(weights)).to_dict()
+    card["members"] = list(members)
+    atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(card).to_dict(), indent=2) + "\n")
+
+
 def write_card(weights: Path, dataset, summary: dict) -> None:
     """Put the data, split, test figures and limitations into the card beside ``weights``."""
     from ToothMCLCore.config import ModelCard
     from ToothMCLCore.io.atomic import atomic_write_text
     from ToothMCLCore.models.checkpoint import card_path, read_card, sha256_of
+    from ToothMCLCore.models.registry import resolve_weights
 
     card = read_card(card_path(weights))
     if card.sha256 and card.sha256 != sha256_of(weights):
@@ -127,7 +158,8 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
         f"({counts['train'][0]} jaws), val {counts['val'][1]} ({counts['val'][0]}), test {counts['test'][1]} "
         f"({counts['test'][0]}), test patients {patients['test']}")
     data["intended_use"] = ("Intraoral-scan tooth segmentation and FDI numbering of permanent teeth, upper and lower "
-                            "jaws; the default IOS model. Research use, not a medical device.")
+                            "jaws" + "".join(f", averaged with {m}" for m in card.members)
+                            + ". Research use, not a medical device.")
     data["notes"] = (
         f"{card.notes.split(NOTES_MARK)[0].rstrip()}{NOTES_MARK}{a['scans']} jaws, {summary['sampling_passes']} sampling passes"
         f"{' with a mirror pass each' if summary.get('mirror_passes') else ''}"
@@ -139,7 +171,8 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
         f"Dice {up['mean_dice']:.3f} upper / {low['mean_dice']:.3f} lower, tooth vs gingiva (TSA) "
         f"{up['tooth_vs_gingiva']:.3f} / {low['tooth_vs_gingiva']:.3f}, exp(-TLA) {a['exp_neg_TLA']:.3f}, TIR "
         f"{a['TIR']:.3f}, {a['mirrored_teeth']} teeth numbered as their mirror. "
-        + LIMITATIONS.format(planes=max(card.arch_args.get("planes", [512])), points=int(card.preprocess["n_points"])))
+        + LIMITATIONS.format(network=network_limitation(card, [read_card(card_path(resolve_weights(m)[0]))
+                                                               for m in card.members])))
     data["metrics"] = {"test_split": summary, "split_patients": patients}
     data["preprocess"] = {**data["preprocess"], "sampling_passes": summary["sampling_passes"],
                           "mirror_passes": bool(summary.get("mirror_passes", False))}
@@ -166,6 +199,9 @@ def main(argv=None) -> int:
                                              "split among (6, no mirror) and (3, mirror))")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction,
                    help="mirror pass for the evaluation (default: chosen on the validation split with --passes)")
+    p.add_argument("--members", nargs="+", metavar="NAME",
+                   help="registry names of trained networks whose probabilities are averaged with the new one's "
+                        "(written into its card's 'members' before the sampling is chosen and the test split read)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -193,6 +229,8 @@ def main(argv=None) -> int:
         sections = {"train": TrainConfig, "ios": IOSFinetuneConfig}
         name = load_config(args.config, sections, parse_overrides(args.overrides))["train"].name
         weights = out / f"{name}.safetensors"
+        if args.members is not None:
+            set_members(weights, args.members)
         passes, mirror = args.passes, args.mirror
         if passes is None and mirror is None:
             passes, mirror = choose_sampling(weights, dataset)

@@ -216,6 +216,67 @@ def test_given_a_card_with_sampling_passes_the_predictor_samples_as_the_model_wa
     assert IOSPredictor(weights=tiny_ios_weights, device="cpu").passes == DEFAULT_PASSES == 6
 
 
+def _publish_second_network(tmp_path, monkeypatch, tiny_ios_weights, **preprocess):
+    """A differently initialised tiny Point Transformer published as ``ios_pt_tiny_b_v1`` in a
+    ``$TOOTHMCL_REGISTRY`` file (file:// URL), and a copy of the tiny weights whose card names
+    it as an ensemble member. Returns (ensemble weights, member weights)."""
+    import torch
+
+    from ToothMCLCore.config import ModelCard
+    from ToothMCLCore.models import build_model
+    from ToothMCLCore.models.checkpoint import card_path, save_checkpoint, sha256_of
+
+    main_card = json.loads(card_path(tiny_ios_weights).read_text())
+    arch = main_card["arch_args"]
+    torch.manual_seed(1)
+    member = tmp_path / "server" / "ios_pt_tiny_b_v1.safetensors"
+    member.parent.mkdir()
+    card = ModelCard(name="ios_pt_tiny_b_v1", version="0.0.1", task="ios_teeth", architecture="point_transformer",
+                     arch_args=arch, class_scheme="ios", preprocess={"n_points": 2048, **preprocess})
+    save_checkpoint(build_model("point_transformer", arch), card, member)
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"ios_pt_tiny_b_v1": {"url": member.as_uri(), "sha256": sha256_of(member),
+                                                         "task": "ios_teeth"}}))
+    monkeypatch.setenv("TOOTHMCL_REGISTRY", str(registry))
+    monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "cache"))
+    ensemble = tmp_path / "ios_pt_tiny_v1.safetensors"
+    ensemble.write_bytes(tiny_ios_weights.read_bytes())
+    card_path(ensemble).write_text(json.dumps({**main_card, "members": ["ios_pt_tiny_b_v1"]}))
+    return ensemble, member
+
+
+def test_a_card_naming_members_averages_their_probabilities(tmp_path, monkeypatch, ios_phantoms, tiny_ios_weights):
+    """A card with ``members`` segments with the mean of its own network's and each member's class
+    probabilities on the same sampled points (an ensemble), and the result's provenance names each
+    member with its version and SHA-256, so a saved prediction says which weights made it."""
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
+    from ToothMCLCore.models.checkpoint import sha256_of
+
+    ensemble, member = _publish_second_network(tmp_path, monkeypatch, tiny_ios_weights)
+    scan, jaw = prepare_scan_and_jaw(ios_phantoms["lower"], "lower")
+    both = IOSPredictor(weights=ensemble, device="cpu", passes=2, mirror=True)
+    alone = [IOSPredictor(weights=w, device="cpu", passes=2, mirror=True) for w in (tiny_ios_weights, member)]
+    probs = [p.network_probabilities(scan, jaw).probs for p in (both, *alone)]
+    np.testing.assert_allclose(probs[0], (probs[1] + probs[2]) / 2, atol=1e-5)
+    assert np.abs(probs[1] - probs[2]).max() > 0.01  # two different networks, so the mean is not either one
+
+    result = both.predict(ios_phantoms["lower"], "lower")
+    assert result.provenance["ensemble_members"] == f"ios_pt_tiny_b_v1 0.0.1 {sha256_of(member)}"
+    assert alone[0].predict(ios_phantoms["lower"], "lower").provenance["ensemble_members"] == ""
+
+
+def test_a_member_that_samples_differently_is_refused(tmp_path, monkeypatch, tiny_ios_weights):
+    """Members run on the main network's sampled points, so a member trained on another point
+    count is refused when the predictor is made, with what to fix."""
+    from ToothMCLCore.errors import WeightsError
+    from ToothMCLCore.inference.ios import IOSPredictor
+
+    ensemble, _ = _publish_second_network(tmp_path, monkeypatch, tiny_ios_weights, n_points=4096)
+    with pytest.raises(WeightsError, match="n_points differ .* fix one of the two cards"):
+        IOSPredictor(weights=ensemble, device="cpu")
+
+
 def test_the_same_scan_gets_the_same_labels_every_time(ios_phantoms, tiny_ios_weights):
     """Segmenting a scan twice gives identical labels and probabilities: no sampling inside the
     network starts at a random point (fpsample's default), so a clinician re-running a scan, or

@@ -24,6 +24,17 @@ Stages (reported to ``progress``; a cancel takes effect between them):
    trained on) ``ios_pt_real_v1`` went from mean per-tooth Dice 0.598 to 0.633 (upper) and
    0.791 to 0.800 (lower), and from 1 mirrored tooth to none. A mirrored pass costs a forward
    pass, so a card that turns it on halves its passes for the same time.
+   A card may also name ``members`` (ours, not the paper's): further networks that read the same
+   sampled points (and their mirror), their class probabilities averaged with the card's own
+   network's, each network weighing the same. The default ``ios_pt_real_v2`` (the paper's widths
+   and depths) names ``ios_pt_real_v1`` (a smaller network trained the same way): alone, each with
+   a refiner trained on its own outputs, the larger was better on the lower validation jaws (tooth
+   vs gingiva 0.971 vs 0.968) and worse on the upper (0.967 vs 0.974); averaged, with a refiner
+   trained on the average, 0.976 upper and 0.974 lower (Dice 0.955 / 0.967 vs v1's 0.956 / 0.961).
+   On the test split the gain shrank to Dice 0.942 vs 0.938 on the lower jaws (upper 0.965 both),
+   tooth vs gingiva 0.974 / 0.963 vs 0.976 / 0.962. It doubles the network's time (9.5 s vs 5.8 s
+   for a 115k-vertex phantom jaw on 2 cores, ``benchmarks/ios_speed.py``); ``--model
+   ios_pt_real_v1`` is the faster single network.
 4. ``postprocess``: unless ``refine`` is off, the boundaries are first settled on the surface
    (:mod:`~ToothMCLCore.postprocessing.surface`: a graph cut along concave creases decides tooth
    or gingiva, a crease-avoiding random walk where each tooth ends; on the real test split mean
@@ -150,6 +161,11 @@ class IOSPredictor:
         self.net, self.card = _load(weights, model or DEFAULT_IOS_MODEL, self.device)
         if self.card.task != "ios_teeth":
             raise WeightsError(f"{self.card.name} is a {self.card.task!r} model, not an IOS teeth model")
+        self.member_nets, self.member_cards = [], []
+        for name in self.card.members:
+            net, card = self._load_member(name)
+            self.member_nets.append(net)
+            self.member_cards.append(card)
         self.passes = int(passes if passes is not None else self.card.preprocess.get("sampling_passes", DEFAULT_PASSES))
         self.mirror = bool(mirror if mirror is not None else self.card.preprocess.get("mirror_passes", False))
         self.n_points = int(self.card.preprocess.get("n_points", N_POINTS))
@@ -201,6 +217,7 @@ class IOSPredictor:
         report("done", 1.0)
         provenance = {
             "model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
+            "ensemble_members": ", ".join(f"{c.name} {c.version} {c.sha256}" for c in self.member_cards),
             "jaw": jaw, "points_sampled": net.points_sampled, "sampling_passes": self.passes, "mirror_passes": self.mirror,
             "paper_protocol": self.paper_protocol, "surface_refinement": self.refine,
             "boundary_model": self.boundary_card.name if self.boundary_card else "",
@@ -242,6 +259,24 @@ class IOSPredictor:
         probs /= self.passes
         return NetworkOutput(mesh, normals, pts, nrm, probs, mapping, len(idx))
 
+    def _load_member(self, name: str):
+        """(network, card) of ensemble member ``name`` (the card's ``members``), checked to read
+        the same sampled points as the main network and to give the same classes."""
+        net, card = _load(None, name, self.device)
+        mine = self.card.preprocess
+        if card.task != "ios_teeth" or card.class_scheme != self.card.class_scheme:
+            raise WeightsError(f"{self.card.name} names {name} as an ensemble member, but {name} is a {card.task!r} "
+                               f"model with class scheme {card.class_scheme!r}: a member must be an IOS teeth model "
+                               f"with scheme {self.card.class_scheme!r}")
+        for key, default in (("n_points", N_POINTS), ("coordinate_scale_mm", COORDINATE_SCALE_MM)):
+            if float(card.preprocess.get(key, default)) != float(mine.get(key, default)):
+                raise WeightsError(f"{self.card.name} names {name} as an ensemble member, but their {key} differ "
+                                   f"({mine.get(key, default)} vs {card.preprocess.get(key, default)}): members run "
+                                   "on the same sampled points, so fix one of the two cards")
+        if card.members:
+            raise WeightsError(f"{name} is itself an ensemble; {self.card.name} may name single networks only")
+        return net, card
+
     def _boundary_applies(self, points: np.ndarray, edges: np.ndarray | None) -> bool:
         """True when there is a boundary refiner and the scan's median edge length is within the
         range it was trained on (its card's ``preprocess["median_edge_mm"]``); logs why not."""
@@ -256,14 +291,16 @@ class IOSPredictor:
         return False
 
     def _forward(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        """(n, 17) class probabilities of ``points`` (n, 3) mm with their ``normals``, canonical frame."""
+        """(n, 17) class probabilities of ``points`` (n, 3) mm with their ``normals``, canonical
+        frame: the network's, or the mean of the ensemble's (the card's ``members``)."""
         import torch
 
         p = torch.from_numpy((points / self.scale_mm).astype(np.float32))[None].to(self.device)
         f = torch.from_numpy(point_features(points, normals, self.scale_mm))[None].to(self.device)
+        nets = [self.net, *self.member_nets]
         with torch.inference_mode(), autocast(self.device):
-            logits = self.net(p, f).float()
-        return torch.softmax(logits[0], dim=-1).cpu().numpy()
+            probs = sum(torch.softmax(net(p, f).float()[0], dim=-1) for net in nets) / len(nets)
+        return probs.cpu().numpy()
 
 
 def transfer_probabilities(sampled: np.ndarray, probs: np.ndarray, targets: np.ndarray, k: int = 3) -> np.ndarray:

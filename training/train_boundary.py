@@ -4,7 +4,8 @@
 
 The refiner (:mod:`ToothMCLCore.postprocessing.boundary`) re-decides the vertices next to the
 boundary that the IOS pipeline settled; it learns from one IOS model's probabilities, so it is
-trained for that model (``--model``, default ``ios_pt_real_v1``).
+trained for that model (``--model``, default the default IOS model, ``ios_pt_real_v2``: the mean of
+two networks' probabilities, :class:`~ToothMCLCore.inference.ios.IOSPredictor`).
 
 1. **Data**: MeshSegNet's scans converted and split by patient exactly as
    ``training/train_ios_real.py`` does (``OUT/export``, reused when there): the refiner trains on
@@ -193,7 +194,8 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
         preprocess={"band_hops": BAND_HOPS, "median_edge_mm": edge_range, "features": list(FEATURES)},
         training_data=(f"{len(scans['train'])} training jaws of real intraoral scans of MeshSegNet, licence {LICENCE}, "
                        f"split by patient as for the IOS model (fractions {list(SPLIT)}, seed {SPLIT_SEED}), "
-                       f"as segmented by {ios_card.name} (SHA-256 {ios_card.sha256[:12]}); epoch chosen on "
+                       f"as segmented by {ios_card.name} (SHA-256 {ios_card.sha256[:12]}"
+                       + "".join(f", averaged with {m}" for m in ios_card.members) + "); epoch chosen on "
                        f"{len(scans['val'])} validation jaws; the test split never read"),
         intended_use=(f"Re-decides tooth or gingiva near the settled boundary of {ios_card.name}'s segmentation, on "
                       "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
@@ -210,12 +212,14 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
 
 
 def main(argv=None) -> int:
+    from ToothMCLCore.inference.ios import DEFAULT_IOS_MODEL
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
     p.add_argument("--out", default="runs/ios_boundary", help="output folder (export/, the refiner and its card)")
-    p.add_argument("--model", default="ios_pt_real_v1", help="registry name of the IOS model (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_IOS_MODEL, help="registry name of the IOS model (default: %(default)s)")
     p.add_argument("--weights", help="the IOS model's .safetensors file instead of --model")
-    p.add_argument("--name", default="ios_boundary_real_v2", help="the refiner's name (default: %(default)s)")
+    p.add_argument("--name", default="ios_boundary_real_v3", help="the refiner's name (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--hidden", type=int, default=48)
     p.add_argument("--layers", type=int, default=4, help="message-passing rounds (default: %(default)s)")

@@ -1,4 +1,4 @@
-"""Train, evaluate and card the real intraoral model (``ios_pt_real_v1``), in one command.
+"""Train, evaluate and card a real intraoral model (``ios_pt_real_v1``, ``ios_pt_real_v2``), in one command.
 
     python -m training.train_ios_real --data ../shared/data/meshsegnet --out runs/ios_real
 
@@ -10,9 +10,12 @@
    (its manifest is checked).
 2. **Train** a Point Transformer from scratch with ``training/configs/ios_meshsegnet.yaml``
    (the paper's network made smaller for a 2-core CPU; the config marks every departure from
-   the paper) through ``training.finetune`` (the shared engine: ``OUT/last.ckpt`` after every
-   epoch; run the same command again to resume after an interruption, and
-   ``--set train.epochs=N`` to go on for longer).
+   the paper; ``--config training/configs/ios_meshsegnet_v2.yaml`` trains the larger network of
+   ``ios_pt_real_v2``) through ``training.finetune`` (the shared engine: ``OUT/last.ckpt`` after
+   every epoch; run the same command again to resume after an interruption, and
+   ``--set train.epochs=N`` to go on for longer). ``--members NAME`` then names trained networks
+   in the card whose probabilities are averaged with the new one's (an ensemble); the steps
+   below measure the ensemble.
 3. **Choose** the test-time sampling on the *validation* split: 6 farthest-point samplings, or
    3 each with its mirror image (the same cost; :data:`SAMPLINGS`), whichever gives the better
    mean per-tooth Dice there (``--passes`` / ``--mirror`` fix it instead).

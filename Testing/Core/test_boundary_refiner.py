@@ -58,9 +58,11 @@ def segmented(predictors, real_scans):
 
 
 def test_the_default_model_names_its_refiner(predictors):
-    """ios_pt_real_v1's card names the shipped refiner, trained for it, and segment-ios loads it."""
+    """The default model's card names the shipped refiner, trained for it (on its ensemble's
+    probabilities), and segment-ios loads it."""
     refined, settled = predictors["refined"], predictors["settled"]
-    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v2"
+    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v3"
+    assert all(member in refined.boundary_card.training_data for member in refined.card.members)
     assert refined.boundary_card.task == "ios_boundary"
     assert refined.card.name in refined.boundary_card.training_data
     assert settled.boundary_net is None
@@ -116,7 +118,7 @@ def test_a_denser_scan_than_the_refiner_knows_is_left_as_settled(predictors, rea
     dense = SurfaceMesh(vertices, faces)
     refined = predictors["refined"].predict(dense, jaw)
     assert refined.provenance["boundary_refined"] is False
-    assert refined.provenance["boundary_model"] == "ios_boundary_real_v2"
+    assert refined.provenance["boundary_model"] == "ios_boundary_real_v3"
     np.testing.assert_array_equal(refined.labels, predictors["settled"].predict(dense, jaw).labels)
 
 
@@ -244,7 +246,7 @@ def test_a_refiner_card_for_other_inputs_is_refused():
     from ToothMCLCore.models.checkpoint import read_card
     from ToothMCLCore.models.registry import resolve_weights
 
-    card = read_card(resolve_weights("ios_boundary_real_v2")[0].with_suffix(".json"))
+    card = read_card(resolve_weights("ios_boundary_real_v3")[0].with_suffix(".json"))
     check_refiner_card(card)
     for change in ({"features": list(reversed(FEATURES))}, {"band_hops": 4}, {"median_edge_mm": None}):
         bad = card.to_dict()
@@ -254,12 +256,14 @@ def test_a_refiner_card_for_other_inputs_is_refused():
 
 
 def test_toothmcl_models_says_the_refiner_runs_inside_its_model(capsys):
-    """``toothmcl models`` lists the bundled refiner and says it is not a model to segment with."""
+    """``toothmcl models`` lists the bundled refiners and says they are not models to segment with."""
     from ToothMCLCore.cli import main
 
     assert main(["models"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ios_boundary_real_v2"))
-    assert "runs inside the IOS model whose card names it" in line
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("ios_boundary_real_v2", "ios_boundary_real_v3"):
+        line = next(x for x in lines if x.startswith(name))
+        assert "runs inside the IOS model whose card names it" in line
 
 
 def test_a_file_that_is_not_a_refiner_is_refused(tiny_ios_weights):

@@ -62,11 +62,11 @@ def test_toothmcl_demo_prints_dice_and_writes_slicer_files(tmp_path, capsys):
     assert float(match.group(2)) >= 0.85, out  # the target for the shipped demo weights
     # the intraoral model is the real-scan one: its real test figures are printed beside the phantom's Dice,
     # which is low (a phantom is not a real scan) but not nil
-    assert "segmenting the intraoral scans with ios_pt_real_v1" in out
-    split = read_card(resolve_weights("ios_pt_real_v1")[0].with_suffix(".json")).metrics["test_split"]
+    assert "segmenting the intraoral scans with ios_pt_real_v2" in out
+    split = read_card(resolve_weights("ios_pt_real_v2")[0].with_suffix(".json")).metrics["test_split"]
     figures = (f"Dice {split['upper']['mean_dice']:.3f} upper / {split['lower']['mean_dice']:.3f} lower, tooth vs "
                f"gingiva {split['upper']['tooth_vs_gingiva']:.3f} / {split['lower']['tooth_vs_gingiva']:.3f}")
-    assert re.search(r"ios_pt_real_v1 was trained on real scans; on 14 real test jaws .* " + re.escape(figures), out), out
+    assert re.search(r"ios_pt_real_v2 was trained on real scans; on 14 real test jaws .* " + re.escape(figures), out), out
     for jaw in ("upper", "lower"):
         ios = re.search(rf"IOS {jaw} mean Dice over (\d+) present teeth: ([0-9.]+)", out)
         assert ios and int(ios.group(1)) >= 13 and float(ios.group(2)) >= 0.25, out

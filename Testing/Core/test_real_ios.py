@@ -7,16 +7,18 @@ jaws of 8 patients, about 30 s) as ``toothmcl segment-ios`` does, with the defau
 card's sampling passes: the same scans and the same pipeline as the figures in the card.
 
 Floors. The issue's targets are mean per-tooth Dice 0.90 per jaw, tooth vs gingiva 0.97 and no
-tooth numbered as its mirror. ``ios_pt_real_v1`` with its card's sampling (3 passes, each with its
-mirror image), the surface refinement, the numbering along the arch
-(:mod:`ToothMCLCore.postprocessing.arch_order`) and the boundary refiner
-(:mod:`ToothMCLCore.postprocessing.boundary`) gives on the test split Dice 0.965 upper and 0.938
-lower, tooth vs gingiva 0.976 / 0.962 and no mirrored tooth: the Dice and mirror targets are met,
-tooth vs gingiva on the upper jaws but not yet on the lower. Without the boundary refiner it was
-0.945 / 0.918 and 0.958 / 0.947 (tooth vs gingiva below these floors); with one network weight
-for whole and partial arches the upper Dice was 0.888 (one wide arch, 26_upper, at 0.58), without
-the arch numbering 0.713 / 0.824, without the surface refinement too 0.670 / 0.783 and 0.928 /
-0.920: all fall below these floors. The floors below
+tooth numbered as its mirror. The default ``ios_pt_real_v2`` (its network's probabilities averaged
+with ``ios_pt_real_v1``'s) with its card's sampling (3 passes, each with its mirror image), the
+surface refinement, the numbering along the arch (:mod:`ToothMCLCore.postprocessing.arch_order`) and
+its boundary refiner ``ios_boundary_real_v3`` (:mod:`ToothMCLCore.postprocessing.boundary`) gives on
+the test split Dice 0.965 upper and 0.942 lower, tooth vs gingiva 0.974 / 0.963 and no mirrored
+tooth: the Dice and mirror targets are met, tooth vs gingiva on the upper jaws but not yet on the
+lower. ``ios_pt_real_v1`` alone with ``ios_boundary_real_v2`` gave 0.965 / 0.938 and 0.976 / 0.962
+(the lower Dice is below these floors' 0.942 less the margin only by 0.016); v1 without the boundary
+refiner 0.945 / 0.918 and 0.958 / 0.947 (tooth vs gingiva below these floors); with one network
+weight for whole and partial arches the upper Dice was 0.888 (one wide arch, 26_upper, at 0.58),
+without the arch numbering 0.713 / 0.824, without the surface refinement too 0.670 / 0.783 and
+0.928 / 0.920: all fall below these floors. The floors below
 are the card's figures less :data:`MARGIN`, which covers float differences between CPUs and
 thread counts (the farthest point sampling inside the network makes a few vertices change label
 when its inputs move in the last bit), not a change of model; raise them with every better model
@@ -31,8 +33,8 @@ import pytest
 from ToothMCLCore import fdi
 from ToothMCLCore.inference.ios import DEFAULT_IOS_MODEL
 
-#: ios_pt_real_v1 on the test split (its card), per jaw
-MEASURED = {"upper": {"dice": 0.965, "tooth_vs_gingiva": 0.975}, "lower": {"dice": 0.938, "tooth_vs_gingiva": 0.962}}
+#: ios_pt_real_v2 on the test split (its card), per jaw
+MEASURED = {"upper": {"dice": 0.965, "tooth_vs_gingiva": 0.974}, "lower": {"dice": 0.942, "tooth_vs_gingiva": 0.963}}
 MEASURED_MIRRORED = 0
 #: allowance for numerical differences between machines (see the module docstring)
 MARGIN = 0.02
@@ -59,15 +61,18 @@ def scores(predictor, test_patients, meshsegnet_dir):
 
 
 def test_the_default_intraoral_model_is_the_real_one(predictor):
-    """segment-ios, the demo and the Slicer module load ios_pt_real_v1, trained on real scans; the
-    phantom model stays available by name."""
+    """segment-ios, the demo and the Slicer module load ios_pt_real_v2, trained on real scans, with
+    ios_pt_real_v1 averaged in; both, and the phantom model, stay available by name."""
     from ToothMCLCore.models.registry import load_registry
 
-    assert DEFAULT_IOS_MODEL == "ios_pt_real_v1" == predictor.card.name
-    assert "MeshSegNet" in predictor.card.training_data and "MIT" in predictor.card.training_data
+    assert DEFAULT_IOS_MODEL == "ios_pt_real_v2" == predictor.card.name
+    assert list(predictor.card.members) == ["ios_pt_real_v1"] and len(predictor.member_nets) == 1
+    for card in (predictor.card, *predictor.member_cards):
+        assert "MeshSegNet" in card.training_data and "MIT" in card.training_data
+        assert card.metrics["split_patients"] == predictor.card.metrics["split_patients"]  # one split for both
     assert predictor.passes == predictor.card.preprocess["sampling_passes"] == 3
     assert predictor.mirror is predictor.card.preprocess["mirror_passes"] is True
-    assert {"ios_pt_real_v1", "ios_pt_demo_v1"} <= set(load_registry())
+    assert {"ios_pt_real_v1", "ios_pt_real_v2", "ios_pt_demo_v1"} <= set(load_registry())
 
 
 def test_the_test_patients_are_the_converters_test_split(test_patients, meshsegnet_dir):
@@ -134,9 +139,10 @@ def test_segment_ios_reads_a_real_vtp_and_takes_the_jaw_from_its_name(meshsegnet
 def test_a_mirrored_patient_gets_the_mirrored_numbers(meshsegnet_dir, test_patients):
     """With the mirror pass a real jaw and its mirror image (x -> -x, faces turned) are numbered as
     mirrors of each other on every vertex (11 where the other had 21): a left/right decision that
-    depends on the side the network looked from is gone. Without it the network's own numbers
-    disagree on more than a tenth of the vertices (measured: 17 % on 12_up); the refinement, with its
-    numbering along the arch, takes most of that back (2 % left), the mirror pass the rest."""
+    depends on the side the network looked from is gone. Without it the networks' own numbers
+    disagree on more than a twentieth of the vertices (measured on 12_up: 10 % for the default
+    ensemble, 17 % for ios_pt_real_v1 alone); the refinement, with its numbering along the arch,
+    takes most of that back (1.6 % left), the mirror pass the rest (0.08 % left)."""
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.io.mesh import read_mesh
     from ToothMCLCore.types import SurfaceMesh
@@ -152,4 +158,4 @@ def test_a_mirrored_patient_gets_the_mirrored_numbers(meshsegnet_dir, test_patie
         agreement[mirror, refine] = float(np.mean(labels == back))
     assert agreement[True, True] >= 0.995, agreement
     assert agreement[True, True] > agreement[False, True] > agreement[False, False], agreement
-    assert agreement[False, False] < 0.9, agreement
+    assert agreement[False, False] < 0.95, agreement

@@ -217,6 +217,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
     p.add_argument("--out", default="runs/ios_boundary", help="output folder (export/, the refiner and its card)")
+    p.add_argument("--export", help="the converted dataset (default: OUT/export; made there when absent)")
     p.add_argument("--model", default=DEFAULT_IOS_MODEL, help="registry name of the IOS model (default: %(default)s)")
     p.add_argument("--weights", help="the IOS model's .safetensors file instead of --model")
     p.add_argument("--name", default="ios_boundary_real_v3", help="the refiner's name (default: %(default)s)")
@@ -251,7 +252,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        dataset = convert(Path(args.data), out / "export")
+        export = Path(args.export) if args.export else out / "export"
+        dataset = convert(Path(args.data), export)
         ios_weights = Path(args.weights) if args.weights else resolve_weights(args.model)[0]
         predictor = IOSPredictor(weights=ios_weights, device="cpu", boundary=False)
         limit = args.limit or None
@@ -260,11 +262,11 @@ def main(argv=None) -> int:
         for split in ("train", "val"):
             scans[split] = []
             if not dataset.split(split):
-                raise InvalidInputError(f"{out / 'export'} has no {split} cases; the refiner needs both splits")
+                raise InvalidInputError(f"{export} has no {split} cases; the refiner needs both splits")
             for case in dataset.split(split)[:limit]:
                 logger.info("%s: %s", split, case.case_id)
                 if case.case_id not in scan_files:
-                    raise InvalidInputError(f"{case.case_id} of {out / 'export'} is not among the scans of "
+                    raise InvalidInputError(f"{case.case_id} of {export} is not among the scans of "
                                             f"{args.data}; the refiner needs the scans the export was converted from")
                 scans[split].append(scan_inputs(predictor, case, scan_files[case.case_id]))
         face_head = not args.no_face_head

@@ -194,6 +194,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
     p.add_argument("--out", default="runs/ios_real", help="output folder (export/, weights, last.ckpt, log.csv)")
+    p.add_argument("--export", help="the converted dataset (default: OUT/export; made there when absent)")
     p.add_argument("--config", default=str(CONFIG), help="training config (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=200 (repeatable)")
@@ -220,9 +221,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:
-        dataset = convert(Path(args.data), out / "export")
+        export = Path(args.export) if args.export else out / "export"
+        dataset = convert(Path(args.data), export)
         if not args.evaluate_only:
-            code = finetune_main(["ios", "--data", str(out / "export"), "--config", args.config, "--out", str(out),
+            code = finetune_main(["ios", "--data", str(export), "--config", args.config, "--out", str(out),
                                   *[x for o in args.overrides for x in ("--set", o)]])
             if code:
                 return code
@@ -242,7 +244,7 @@ def main(argv=None) -> int:
     except ToothMCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(format_summary(summary, f"{name} on the test split of {out / 'export'}:"))
+    print(format_summary(summary, f"{name} on the test split of {export}:"))
     print(f"card with the test figures: {weights.with_suffix('.json')}")
     return 0
 

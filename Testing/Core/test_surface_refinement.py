@@ -75,7 +75,7 @@ def test_real_tooth_boundaries_move_towards_the_truth_and_no_tooth_is_lost(segme
         if missing:
             lost[name] = sorted(int(t) for t in missing)
         assert refined.provenance["surface_refinement"] and not raw.provenance["surface_refinement"]
-    assert sum(map(len, lost.values())) <= 1, lost
+    assert all(set(teeth) <= KNOWN_LOSSES.get(name, set()) for name, teeth in lost.items()), lost
     assert np.mean(gains) >= 0.02, dict(zip(JAWS, np.round(gains, 3)))
 
 

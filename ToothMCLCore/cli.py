@@ -127,13 +127,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from .inference.cbct import DEFAULT_CBCT_MODEL
+    from .inference.ios import DEFAULT_IOS_MODEL
     from .models.registry import load_registry
 
+    defaults = {DEFAULT_CBCT_MODEL: " (the default for CBCT)", DEFAULT_IOS_MODEL: " (the default for intraoral scans)"}
     for name, entry in sorted(load_registry().items()):
         kind = " (nnU-Net v2)" if entry.format == "nnunetv2" else ""
         if entry.task == "ios_boundary":
             kind = " (boundary refiner: runs inside the IOS model whose card names it, not with --model)"
-        print(f"{name:<28} {entry.sha256[:12]}  {entry.description}{kind}")
+        print(f"{name:<28} {entry.sha256[:12]}  {entry.description}{kind}{defaults.get(name, '')}")
     return 0
 
 

@@ -75,6 +75,16 @@ def test_the_default_intraoral_model_is_the_real_one(predictor):
     assert {"ios_pt_real_v1", "ios_pt_real_v2", "ios_pt_demo_v1"} <= set(load_registry())
 
 
+def test_toothmcl_models_says_which_model_is_the_default(capsys):
+    """``toothmcl models`` marks the model segment-ios uses without --model, and only that one."""
+    from ToothMCLCore.cli import main
+
+    assert main(["models"]) == 0
+    marked = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+              if line.endswith("(the default for intraoral scans)")]
+    assert marked == [DEFAULT_IOS_MODEL]
+
+
 def test_the_test_patients_are_the_converters_test_split(test_patients, meshsegnet_dir):
     """The card's test patients are those convert-dataset puts in the test split (0.7/0.1/0.2, seed
     0), so the scans scored here were never trained on nor used to choose the weights."""

@@ -87,6 +87,22 @@ def test_named_model_is_downloaded_once_into_the_cache(registry, tmp_path):
     assert card.task == "cbct_teeth"
 
 
+def test_a_card_edited_at_its_file_source_reaches_the_cache(registry):
+    """A local card edited after its weights were cached (a refiner named, figures written, as
+    training.retrain_ios_real and the README's steps do) is what the next load reads; the weights,
+    whose SHA-256 did not change, are not copied again."""
+    _, source = registry
+    path, sha = resolve_weights("cbct_swinunetr_tiny_v1")
+    weights_time = path.stat().st_mtime_ns
+    card = json.loads(card_path(source / path.name).read_text())
+    card_path(source / path.name).write_text(json.dumps({**card, "notes": "test figures written after training"}))
+    again, _ = resolve_weights("cbct_swinunetr_tiny_v1")
+    assert read_card(card_path(again)).notes == "test figures written after training"
+    assert again == path and path.stat().st_mtime_ns == weights_time
+    _model, loaded = load_checkpoint(again, expected_sha256=sha)
+    assert loaded.notes == "test figures written after training"
+
+
 def test_registry_checksum_mismatch_keeps_nothing(registry, tmp_path):
     """A served file that is not the registered one is refused and not cached."""
     reg, _ = registry

@@ -149,6 +149,20 @@ def _download(url: str, dest: Path) -> None:
         raise
 
 
+def _refresh_card(url: str, cached: Path) -> None:
+    """Copy a local (``file://``) card over its cached copy when it changed: a card is edited
+    after training (its refiner named, test figures written) while the weights, whose SHA-256
+    the cache checks, stay the same. A source that cannot be read leaves the cached card."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            current = response.read()
+    except (urllib.error.URLError, OSError, ValueError):
+        return
+    if current != cached.read_bytes():
+        _download(url, cached)
+        logger.info("refreshed the cached card %s from %s", cached, url)
+
+
 def resolve_weights(name: str, registry_file: str | os.PathLike | None = None) -> tuple[Path, str]:
     """Local path of a named model's weights (downloading once if needed) and its SHA-256.
 
@@ -167,9 +181,11 @@ def resolve_weights(name: str, registry_file: str | os.PathLike | None = None) -
         return BUNDLED_DIR / entry.url[len("bundled:"):], entry.sha256
 
     target = cache_dir() / name / f"{name}.safetensors"
-    if target.is_file() and card_path(target).is_file() and sha256_of(target) == entry.sha256:
-        return target, entry.sha256
     card_url = entry.url[: -len(".safetensors")] + ".json" if entry.url.endswith(".safetensors") else entry.url + ".json"
+    if target.is_file() and card_path(target).is_file() and sha256_of(target) == entry.sha256:
+        if entry.url.startswith("file:"):
+            _refresh_card(card_url, card_path(target))
+        return target, entry.sha256
     try:
         _download(entry.url, target)
         _download(card_url, card_path(target))

@@ -14,7 +14,7 @@ its boundary refiner ``ios_boundary_real_v3`` (:mod:`ToothMCLCore.postprocessing
 the test split Dice 0.965 upper and 0.942 lower, tooth vs gingiva 0.974 / 0.963 and no mirrored
 tooth: the Dice and mirror targets are met, tooth vs gingiva on the upper jaws but not yet on the
 lower. ``ios_pt_real_v1`` alone with ``ios_boundary_real_v2`` gave 0.965 / 0.938 and 0.976 / 0.962
-(the lower Dice is below these floors' 0.942 less the margin only by 0.016); v1 without the boundary
+(it would pass these floors too: its lower Dice is 0.016 above them); v1 without the boundary
 refiner 0.945 / 0.918 and 0.958 / 0.947 (tooth vs gingiva below these floors); with one network
 weight for whole and partial arches the upper Dice was 0.888 (one wide arch, 26_upper, at 0.58),
 without the arch numbering 0.713 / 0.824, without the surface refinement too 0.670 / 0.783 and

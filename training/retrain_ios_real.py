@@ -58,17 +58,6 @@ def _publish(registry: Path, folder: Path) -> None:
     _write_json(registry, {**_read_json(registry), **_read_json(folder / "registry.json")})
 
 
-def _name_refiner(weights: Path, refiner: str) -> None:
-    """Name ``refiner`` in the card beside ``weights`` (``boundary_model``)."""
-    from ToothMCLCore.config import ModelCard
-    from ToothMCLCore.io.atomic import atomic_write_text
-    from ToothMCLCore.models.checkpoint import card_path, read_card
-
-    card = read_card(card_path(weights)).to_dict()
-    card["boundary_model"] = refiner
-    atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(card).to_dict(), indent=2) + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
@@ -108,10 +97,12 @@ def _environment(**values):
 
 def _retrain(args, out: Path) -> int:
     """The steps of the module docstring, in ``out``, with the registry and cache already set."""
+    from ToothMCLCore.models.checkpoint import update_card
+
     from . import train_boundary, train_ios_real
 
     registry, steps_file = out / "registry.json", out / "steps.json"
-    _write_json(registry, _read_json(registry))
+    _write_json(registry, _read_json(registry))  # $TOOTHMCL_REGISTRY must name a readable file from the start
     common = ["--data", str(args.data), "--export", str(out / "export")]
     sampling = ([f"--passes={args.passes}"] if args.passes else []) + (
         [] if args.mirror is None else ["--mirror" if args.mirror else "--no-mirror"])
@@ -145,7 +136,7 @@ def _retrain(args, out: Path) -> int:
             code = train_boundary.main(arguments)
             if code == 0:
                 _publish(registry, boundary)
-                _name_refiner(weights, refiner)
+                update_card(weights, boundary_model=refiner)
                 code = train_ios_real.main([*train, "--evaluate-only"])
             return code
 

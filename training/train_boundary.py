@@ -42,7 +42,6 @@ copying it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -236,12 +235,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ToothMCLCore.config import ModelCard
     from ToothMCLCore.errors import InvalidInputError, ToothMCLError
     from ToothMCLCore.inference.ios import IOSPredictor
-    from ToothMCLCore.io.atomic import atomic_write_text
     from ToothMCLCore.io.public_datasets.meshsegnet import find_cases
-    from ToothMCLCore.models.checkpoint import card_path, save_checkpoint
+    from ToothMCLCore.models.checkpoint import save_checkpoint, update_card
     from ToothMCLCore.models.registry import resolve_weights
 
     from .finetune import write_registry_entry
@@ -279,9 +276,7 @@ def main(argv=None) -> int:
         registry, _ = write_registry_entry(weights)
         if not args.no_validation_figures:
             figures = validation_figures(ios_weights, weights, dataset)
-            data = card.to_dict()
-            data["metrics"] = {**data["metrics"], "validation_split": figures}
-            atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(data).to_dict(), indent=2) + "\n")
+            update_card(weights, metrics={**card.metrics, "validation_split": figures})
             for key, jaws in figures.items():
                 print(f"validation, {key}: " + ", ".join(
                     f"{jaw} Dice {f['mean_dice']:.4f} tooth vs gingiva {f['tooth_vs_gingiva']:.4f}"

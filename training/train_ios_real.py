@@ -32,7 +32,6 @@ To ship the result, copy ``OUT/<name>.safetensors`` and its ``.json`` card into
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -56,16 +55,20 @@ LIMITATIONS = (
     "scans was repaired from their geometry and three scans were left out (see "
     "ToothMCLCore.io.public_datasets.meshsegnet); {network}. Research use; not a medical device."
 )
-#: the ToothMCL authors' IOS network (ToothMCLCore.models.point_transformer)
-PAPER_ARCH = {"planes": [32, 64, 128, 256, 512], "blocks": [2, 3, 4, 6, 3], "nsamples": [36, 24, 24, 24, 24]}
-
-
 def network_limitation(card, member_cards=()) -> str:
     """How the card's network (and each ensemble member's) departs from the paper's, for the
-    card's limitations: sizes, neighbours and points, which a CPU forced."""
+    card's limitations: sizes, neighbours and points, which a CPU forced. The paper's network is
+    the Point Transformer's defaults (the ToothMCL authors' IOS configuration)."""
+    import inspect
+
+    from ToothMCLCore.models.point_transformer import PointTransformerSeg
+
+    defaults = inspect.signature(PointTransformerSeg).parameters
+    paper = {k: list(defaults[k].default) for k in ("planes", "blocks", "nsamples")}
+
     def one(c) -> str:
-        args = {k: list(c.arch_args.get(k, v)) for k, v in PAPER_ARCH.items()}
-        diff = [f"{k} {args[k]}, not {v}" for k, v in PAPER_ARCH.items() if args[k] != v]
+        args = {k: list(c.arch_args.get(k, v)) for k, v in paper.items()}
+        diff = [f"{k} {args[k]}, not {v}" for k, v in paper.items() if args[k] != v]
         shape = "; ".join(diff) if diff else "the paper's size"
         return f"{c.name} ({shape})"
 
@@ -126,23 +129,9 @@ def choose_sampling(weights: Path, dataset, device: str = "cpu") -> tuple[int, b
     return best[1], best[2]
 
 
-def set_members(weights: Path, members: list[str]) -> None:
-    """Name ``members`` (registry names) in the card beside ``weights``: the pipeline then averages
-    their probabilities with this network's (:class:`~ToothMCLCore.inference.ios.IOSPredictor`)."""
-    from ToothMCLCore.config import ModelCard
-    from ToothMCLCore.io.atomic import atomic_write_text
-    from ToothMCLCore.models.checkpoint import card_path, read_card
-
-    card = read_card(card_path(weights)).to_dict()
-    card["members"] = list(members)
-    atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(card).to_dict(), indent=2) + "\n")
-
-
 def write_card(weights: Path, dataset, summary: dict) -> None:
     """Put the data, split, test figures and limitations into the card beside ``weights``."""
-    from ToothMCLCore.config import ModelCard
-    from ToothMCLCore.io.atomic import atomic_write_text
-    from ToothMCLCore.models.checkpoint import card_path, read_card, sha256_of
+    from ToothMCLCore.models.checkpoint import card_path, read_card, sha256_of, update_card
     from ToothMCLCore.models.registry import resolve_weights
 
     card = read_card(card_path(weights))
@@ -153,7 +142,7 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
     counts = dataset.counts()
     left_out = sorted(set(_all_scans()) - {Path(c.source).name for c in dataset.cases})
     a, up, low = summary["all"], summary["upper"], summary["lower"]
-    data = card.to_dict()
+    data = {}
     data["training_data"] = (
         f"Real intraoral scans of MeshSegNet, licence {LICENCE}: {len(dataset.cases)} of 72 scans of 36 patients"
         + (f" ({', '.join(left_out)} left out: their numbering could not be checked)" if left_out else "")
@@ -177,9 +166,9 @@ def write_card(weights: Path, dataset, summary: dict) -> None:
         + LIMITATIONS.format(network=network_limitation(card, [read_card(card_path(resolve_weights(m)[0]))
                                                                for m in card.members])))
     data["metrics"] = {"test_split": summary, "split_patients": patients}
-    data["preprocess"] = {**data["preprocess"], "sampling_passes": summary["sampling_passes"],
+    data["preprocess"] = {**card.preprocess, "sampling_passes": summary["sampling_passes"],
                           "mirror_passes": bool(summary.get("mirror_passes", False))}
-    atomic_write_text(card_path(weights), json.dumps(ModelCard.from_dict(data).to_dict(), indent=2) + "\n")
+    update_card(weights, **data)
 
 
 def _natural(text: str):
@@ -214,6 +203,7 @@ def main(argv=None) -> int:
 
     from ToothMCLCore.errors import ToothMCLError
     from ToothMCLCore.evaluation.ios_split import format_summary
+    from ToothMCLCore.models.checkpoint import update_card
 
     from .finetune import main as finetune_main
 
@@ -234,8 +224,8 @@ def main(argv=None) -> int:
         sections = {"train": TrainConfig, "ios": IOSFinetuneConfig}
         name = load_config(args.config, sections, parse_overrides(args.overrides))["train"].name
         weights = out / f"{name}.safetensors"
-        if args.members is not None:
-            set_members(weights, args.members)
+        if args.members is not None:  # the pipeline then averages their probabilities with this network's
+            update_card(weights, members=list(args.members))
         passes, mirror = args.passes, args.mirror
         if passes is None and mirror is None:
             passes, mirror = choose_sampling(weights, dataset)

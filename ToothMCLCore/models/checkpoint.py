@@ -59,6 +59,20 @@ def save_checkpoint(model, card: ModelCard, weights_path: str | os.PathLike) -> 
     return written
 
 
+def update_card(weights_path: str | os.PathLike, **fields) -> ModelCard:
+    """Replace ``fields`` of the card beside ``weights_path`` (e.g. ``boundary_model=...``, figures in
+    ``metrics``) and write it back atomically; the weights and their SHA-256 stay as they are.
+
+    Returns:
+        The card as written.
+    """
+    data = read_card(card_path(weights_path)).to_dict()
+    data.update(fields)
+    written = ModelCard.from_dict(data)
+    atomic_write_text(card_path(weights_path), json.dumps(written.to_dict(), indent=2) + "\n")
+    return written
+
+
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read a model card JSON; a missing or malformed card raises :class:`WeightsError`."""
     path = Path(path)

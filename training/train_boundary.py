@@ -26,7 +26,11 @@ two networks' probabilities, :class:`~ToothMCLCore.inference.ios.IOSPredictor`).
    validation jaws' tooth-vs-gingiva accuracy with the band re-decided as inference does it
    (a band vertex follows the vote of its triangles), and the best epoch is
    kept. The feature normalisation is the training band's mean and spread, stored with the
-   weights. The scans' median edge lengths on the training jaws, widened by
+   weights. ``--face-geometry``: the face head also reads its triangle's own shape and the
+   maximum and minimum of its vertices' states
+   (:class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN`). ``--seeds 0 1 2``: one refiner
+   per seed, each choosing its own epoch, stored in one file whose logits are their mean
+   (:class:`~ToothMCLCore.models.boundary_gnn.BoundaryBag`). The scans' median edge lengths on the training jaws, widened by
    :data:`EDGE_MARGIN` each way, become the range the refiner runs on.
 4. **Card and check**: ``OUT/<name>.safetensors`` and its card (task ``ios_boundary``), then the
    validation split through the whole pipeline without and with the refiner (mean per-tooth
@@ -116,20 +120,25 @@ def _bce(logits, truth: np.ndarray):
 
 
 def train(train_scans: list[dict], val_scans: list[dict], epochs: int = 120, hidden: int = 48, layers: int = 4,
-          lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0, face_head: bool = True):
+          lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0, face_head: bool = True,
+          face_geometry: bool = False):
     """(best model, its epoch, its validation accuracy, log rows) of step 3 (module docstring)."""
     import copy
 
     import torch
 
-    from ToothMCLCore.models.boundary_gnn import BoundaryGNN
+    from ToothMCLCore.models.boundary_gnn import BoundaryGNN, face_shape
     from ToothMCLCore.postprocessing.boundary import FEATURES
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = BoundaryGNN(len(FEATURES), hidden, layers, face_head=face_head)
+    model = BoundaryGNN(len(FEATURES), hidden, layers, face_head=face_head, face_geometry=face_geometry)
     band_features = torch.from_numpy(np.concatenate([s["features"][s["band"]] for s in train_scans]))
     model.set_normalisation(band_features.mean(0), band_features.std(0))
+    if face_geometry:
+        shapes = torch.cat([face_shape(*_tensors(s), torch.from_numpy(s["faces"]))[torch.from_numpy(s["face_band"])]
+                            for s in train_scans])
+        model.set_face_normalisation(shapes.mean(0), shapes.std(0))
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     best = (band_accuracy(model, val_scans), 0, copy.deepcopy(model.state_dict()))
     log = [(0, float("nan"), best[0])]
@@ -177,7 +186,7 @@ def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
 
 
 def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, scans: dict, epoch: int, accuracy: float,
-                 log, face_head: bool = True):
+                 log, face_head: bool = True, face_geometry: bool = False, seeds: tuple = (0,), bag_accuracy=None):
     """The refiner's card (before its SHA-256): what it was trained for and on, the scans' edge range."""
     from ToothMCLCore.config import ModelCard
     from ToothMCLCore.postprocessing.boundary import BAND_HOPS, FEATURES
@@ -188,7 +197,8 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
     edge_range = [round(min(edges) * (1 - EDGE_MARGIN), 3), round(max(edges) * (1 + EDGE_MARGIN), 3)]
     return ModelCard(
         name=name, version="1.0.0", task="ios_boundary", architecture="boundary_gnn",
-        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": layers, "face_head": face_head},
+        arch_args={"n_features": len(FEATURES), "hidden": hidden, "layers": layers, "face_head": face_head,
+                   "face_geometry": face_geometry, "bag": len(seeds)},
         class_scheme="binary",
         preprocess={"band_hops": BAND_HOPS, "median_edge_mm": edge_range, "features": list(FEATURES)},
         training_data=(f"{len(scans['train'])} training jaws of real intraoral scans of MeshSegNet, licence {LICENCE}, "
@@ -199,15 +209,47 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
         intended_use=(f"Re-decides tooth or gingiva near the settled boundary of {ios_card.name}'s segmentation, on "
                       "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
         notes=(("UNTRAINED: no epoch beat the untrained network on the validation jaws. " if epoch == 0 else "")
-               + f"BoundaryGNN, {epochs} epochs (best: {epoch}), AdamW lr 2e-3, weight decay 1e-4, seed 0; each step "
-               f"on the jaw or its mirror image; "
+               + f"BoundaryGNN, {epochs} epochs (best: {_listed(epoch)}), AdamW lr 2e-3, weight decay 1e-4, "
+               f"seed {_listed(seeds)}; each step on the jaw or its mirror image; "
                + ("loss: binary cross-entropy on the band's vertices plus on the triangles that touch the band "
                   "(the labels as drawn); a band vertex follows the vote of its triangles; " if face_head else
                   "loss: binary cross-entropy on the band's vertices; ")
-               + f"validation tooth vs gingiva with the band re-decided: {accuracy:.4f}."),
-        metrics={"training_log": [{"epoch": e, "loss": None if np.isnan(loss) else round(loss, 5),
-                                   "val_tooth_vs_gingiva": round(acc, 5)} for e, loss, acc in log]},
+               + ("the face head also reads its triangle's shape and the max and min of its vertices' states; "
+                  if face_geometry else "")
+               + f"validation tooth vs gingiva with the band re-decided: {_listed(accuracy, '.4f')}"
+               + (f"; the {len(seeds)} refiners' logits averaged: {bag_accuracy:.4f}." if len(seeds) > 1 else ".")),
+        metrics={"training_log": _training_log(log, seeds)},
     )
+
+
+def _listed(values, spec: str = "") -> str:
+    """``values`` as "a" or "a, b, c" (one per seed)."""
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return ", ".join(format(v, spec) for v in values)
+
+
+def _training_log(logs, seeds) -> list[dict]:
+    """The card's training log: one row per validation, with its seed when several were trained."""
+    logs = logs if len(seeds) > 1 else [logs]
+    return [{**({"seed": seed} if len(seeds) > 1 else {}), "epoch": e,
+             "loss": None if np.isnan(loss) else round(loss, 5), "val_tooth_vs_gingiva": round(acc, 5)}
+            for seed, log in zip(seeds, logs) for e, loss, acc in log]
+
+
+def train_bag(train_scans: list[dict], val_scans: list[dict], seeds, **options):
+    """(refiner, epochs, validation accuracies, logs, the bag's validation accuracy): :func:`train`
+    once per seed, each choosing its own epoch; several are averaged in a
+    :class:`~ToothMCLCore.models.boundary_gnn.BoundaryBag`, one is returned as it is."""
+    from ToothMCLCore.models.boundary_gnn import BoundaryBag
+
+    runs = [train(train_scans, val_scans, seed=seed, **options) for seed in seeds]
+    if len(runs) == 1:
+        model, epoch, accuracy, log = runs[0]
+        return model, epoch, accuracy, log, accuracy
+    bag = BoundaryBag([r[0] for r in runs])
+    bag_accuracy = band_accuracy(bag, val_scans)
+    bag.eval()  # band_accuracy leaves it in training mode
+    return bag, [r[1] for r in runs], [r[2] for r in runs], [r[3] for r in runs], bag_accuracy
 
 
 def main(argv=None) -> int:
@@ -219,12 +261,16 @@ def main(argv=None) -> int:
     p.add_argument("--export", help="the converted dataset (default: OUT/export; made there when absent)")
     p.add_argument("--model", default=DEFAULT_IOS_MODEL, help="registry name of the IOS model (default: %(default)s)")
     p.add_argument("--weights", help="the IOS model's .safetensors file instead of --model")
-    p.add_argument("--name", default="ios_boundary_real_v3", help="the refiner's name (default: %(default)s)")
+    p.add_argument("--name", default="ios_boundary_real_v4", help="the refiner's name (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--hidden", type=int, default=48)
     p.add_argument("--layers", type=int, default=4, help="message-passing rounds (default: %(default)s)")
     p.add_argument("--no-face-head", action="store_true",
                    help="decide band vertices by their own logits, not by their triangles' vote (the first refiners)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train one refiner per seed and "
+                   "average their logits (default: %(default)s)")
+    p.add_argument("--face-geometry", action="store_true",
+                   help="the face head also reads its triangle's shape and the max and min of its vertices' states")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation jaws (a quick "
                                                         "check of the command; 0: all)")
     p.add_argument("--no-validation-figures", action="store_true",
@@ -267,10 +313,14 @@ def main(argv=None) -> int:
                                             f"{args.data}; the refiner needs the scans the export was converted from")
                 scans[split].append(scan_inputs(predictor, case, scan_files[case.case_id]))
         face_head = not args.no_face_head
-        model, epoch, accuracy, log = train(scans["train"], scans["val"], args.epochs, args.hidden, args.layers,
-                                            face_head=face_head)
+        if args.face_geometry and not face_head:
+            raise InvalidInputError("--face-geometry needs the face head: drop --no-face-head")
+        seeds = tuple(dict.fromkeys(args.seeds))
+        model, epoch, accuracy, log, bag_accuracy = train_bag(
+            scans["train"], scans["val"], seeds, epochs=args.epochs, hidden=args.hidden, layers=args.layers,
+            face_head=face_head, face_geometry=args.face_geometry)
         card = refiner_card(args.name, args.hidden, args.layers, args.epochs, predictor.card, scans, epoch, accuracy,
-                            log, face_head)
+                            log, face_head, args.face_geometry, seeds, bag_accuracy)
         weights = out / f"{args.name}.safetensors"
         card = save_checkpoint(model, card, weights)
         registry, _ = write_registry_entry(weights)
@@ -284,7 +334,8 @@ def main(argv=None) -> int:
     except ToothMCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"refiner (best epoch {epoch}, validation tooth vs gingiva {accuracy:.4f}): {weights}")
+    print(f"refiner (best epoch {_listed(epoch)}, validation tooth vs gingiva {_listed(accuracy, '.4f')}"
+          + (f", averaged {bag_accuracy:.4f}" if len(seeds) > 1 else "") + f"): {weights}")
     print(f"registry entry: {registry} (name it in an IOS model card's boundary_model, with TOOTHMCL_REGISTRY={registry})")
     return 0
 

@@ -61,7 +61,7 @@ def test_the_default_model_names_its_refiner(predictors):
     """The default model's card names the shipped refiner, trained for it (on its ensemble's
     probabilities), and segment-ios loads it."""
     refined, settled = predictors["refined"], predictors["settled"]
-    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v3"
+    assert refined.card.boundary_model == refined.boundary_card.name == "ios_boundary_real_v4"
     assert all(member in refined.boundary_card.training_data for member in refined.card.members)
     assert refined.boundary_card.task == "ios_boundary"
     assert refined.card.name in refined.boundary_card.training_data
@@ -118,7 +118,7 @@ def test_a_denser_scan_than_the_refiner_knows_is_left_as_settled(predictors, rea
     dense = SurfaceMesh(vertices, faces)
     refined = predictors["refined"].predict(dense, jaw)
     assert refined.provenance["boundary_refined"] is False
-    assert refined.provenance["boundary_model"] == "ios_boundary_real_v3"
+    assert refined.provenance["boundary_model"] == "ios_boundary_real_v4"
     np.testing.assert_array_equal(refined.labels, predictors["settled"].predict(dense, jaw).labels)
 
 
@@ -142,6 +142,41 @@ def test_the_inputs_mark_the_band_around_the_boundary(real_scans):
     assert (np.abs(ring[edges[:, 0]] - ring[edges[:, 1]]) <= 1).all()
     np.testing.assert_array_equal(band, ring <= BAND_HOPS)
     assert 0.1 < band.mean() < 0.7
+
+
+def test_a_triangle_reads_the_same_shape_on_a_scan_and_its_mirror_image(real_scans):
+    """The face head's triangle shape (edge creases, normal cosines, occlusal tilt, area) is the same
+    for a real jaw and its mirror image (x -> -x, triangles wound the other way), so a mirrored
+    patient gets mirrored decisions; and it is the triangle's own: the area matches its corners."""
+    import torch
+
+    from ToothMCLCore.models.boundary_gnn import face_shape
+
+    scan, _, truth = real_scans["12_upper"]
+    tooth = truth[scan.clean_to_file] > 0
+    points, normals, faces = scan.mesh.vertices_ras, scan.normals, np.asarray(scan.mesh.faces)
+    flip = np.array([-1.0, 1.0, 1.0])
+    shapes = []
+    for v, n, f in ((points, normals, faces), (points * flip, normals * flip, faces[:, ::-1].copy())):
+        features, edge_index, edge_features, _ = boundary_inputs(v, n, f, np.where(tooth, 0.8, 0.2), tooth)
+        shapes.append(face_shape(*(torch.from_numpy(x) for x in (features, edge_index, edge_features, f))).numpy())
+    np.testing.assert_allclose(shapes[0], shapes[1], atol=1e-5)
+    corners = points[faces]
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    np.testing.assert_allclose(shapes[0][:, -1], area, rtol=1e-4, atol=1e-6)
+    assert (np.abs(shapes[0][:, -2]) <= 1 + 1e-6).all() and (np.diff(shapes[0][:, :3], axis=1) >= 0).all()
+
+
+def test_a_refiner_card_naming_members_is_refused():
+    """A refiner's bag lives in one weights file; a card naming members (which no code would read) is refused."""
+    from ToothMCLCore.models.checkpoint import read_card
+    from ToothMCLCore.models.registry import resolve_weights
+
+    card = read_card(resolve_weights("ios_boundary_real_v4")[0].with_suffix(".json"))
+    bad = card.to_dict()
+    bad["members"] = ["ios_boundary_real_v2"]
+    with pytest.raises(WeightsError, match="remove members"):
+        check_refiner_card(type(card).from_dict(bad))
 
 
 def _path_weights(lengths):
@@ -246,7 +281,7 @@ def test_a_refiner_card_for_other_inputs_is_refused():
     from ToothMCLCore.models.checkpoint import read_card
     from ToothMCLCore.models.registry import resolve_weights
 
-    card = read_card(resolve_weights("ios_boundary_real_v3")[0].with_suffix(".json"))
+    card = read_card(resolve_weights("ios_boundary_real_v4")[0].with_suffix(".json"))
     check_refiner_card(card)
     for change in ({"features": list(reversed(FEATURES))}, {"band_hops": 4}, {"median_edge_mm": None}):
         bad = card.to_dict()
@@ -261,7 +296,7 @@ def test_toothmcl_models_says_the_refiner_runs_inside_its_model(capsys):
 
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    for name in ("ios_boundary_real_v2", "ios_boundary_real_v3"):
+    for name in ("ios_boundary_real_v2", "ios_boundary_real_v4"):
         line = next(x for x in lines if x.startswith(name))
         assert "runs inside the IOS model whose card names it" in line
 
@@ -284,14 +319,50 @@ def test_train_boundary_writes_a_refiner_the_predictor_runs(meshsegnet_dir, tmp_
 
     out = tmp_path / "run"
     assert main(["--data", str(meshsegnet_dir), "--out", str(out), "--limit", "1", "--epochs", "2", "--hidden", "8",
-                 "--no-validation-figures", "--name", "ios_boundary_check_v1"]) == 0
+                 "--seeds", "0", "--no-validation-figures", "--name", "ios_boundary_check_v1"]) == 0
     weights = out / "ios_boundary_check_v1.safetensors"
     card = read_card(weights.with_suffix(".json"))
     assert card.task == "ios_boundary" and card.preprocess["median_edge_mm"][0] < card.preprocess["median_edge_mm"][1]
     assert [row["epoch"] for row in card.metrics["training_log"]] == [0, 2]
-    assert card.arch_args["face_head"] is True and "triangles" in card.notes
+    assert card.arch_args["face_head"] is True and card.arch_args["bag"] == 1 and "triangles" in card.notes
     entry = load_registry(out / "registry.json")["ios_boundary_check_v1"]  # by name, known as a refiner
     assert entry.task == "ios_boundary" and entry.sha256 == card.sha256
     scan, jaw, _ = real_scans["12_lower"]
     result = IOSPredictor(**FAST, boundary_weights=weights).predict(scan, jaw)
     assert result.provenance["boundary_model"] == "ios_boundary_check_v1"
+
+
+def test_train_boundary_averages_one_refiner_per_seed(meshsegnet_dir, tmp_path, real_scans):
+    """``--seeds 0 1 --face-geometry`` trains two refiners whose logits the shipped file averages:
+    the card says so, the log has both seeds, and the predictor's decisions are those of the mean."""
+    import torch
+
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
+    from ToothMCLCore.models.boundary_gnn import BoundaryBag
+    from ToothMCLCore.models.checkpoint import read_card
+    from training.train_boundary import main
+
+    out = tmp_path / "bag"
+    assert main(["--data", str(meshsegnet_dir), "--out", str(out), "--limit", "1", "--epochs", "2", "--hidden", "8",
+                 "--seeds", "0", "1", "--face-geometry", "--no-validation-figures", "--name", "ios_boundary_bag_v1"]) == 0
+    weights = out / "ios_boundary_bag_v1.safetensors"
+    card = read_card(weights.with_suffix(".json"))
+    assert card.arch_args["bag"] == 2 and card.arch_args["face_geometry"] is True
+    assert sorted({row["seed"] for row in card.metrics["training_log"]}) == [0, 1]
+    assert "seed 0, 1" in card.notes and "averaged" in card.notes and "triangle's shape" in card.notes
+    predictor = IOSPredictor(**FAST, boundary_weights=weights)
+    bag = predictor.boundary_net
+    assert isinstance(bag, BoundaryBag) and len(bag.members) == 2
+    scan, jaw, _ = real_scans["16_upper"]
+    net = predictor.network_probabilities(*prepare_scan_and_jaw(scan, jaw))
+    faces = np.asarray(net.mesh.faces)
+    tooth = net.probs[:, 0] < 0.5
+    features, edge_index, edge_features, _ = boundary_inputs(net.points, net.point_normals, faces,
+                                                             1.0 - net.probs[:, 0], tooth)
+    x = [torch.from_numpy(a) for a in (features, edge_index, edge_features, faces)]
+    with torch.no_grad():
+        mean = sum(m.face_logits(*x)[0] for m in bag.members) / 2
+        np.testing.assert_allclose(bag.face_logits(*x)[0].numpy(), mean.numpy(), rtol=1e-5, atol=1e-5)
+    result = predictor.predict(scan, jaw)
+    assert result.provenance["boundary_model"] == "ios_boundary_bag_v1"

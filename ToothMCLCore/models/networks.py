@@ -93,11 +93,17 @@ def build_softooth(preset: str = "paper", **overrides):
     return build(preset, **overrides)
 
 
-def build_boundary_gnn(n_features: int = 18, hidden: int = 48, layers: int = 3, face_head: bool = False):
-    """Tooth-vs-gingiva boundary refiner on an IOS mesh (see ``ToothMCLCore.models.boundary_gnn``)."""
-    from .boundary_gnn import BoundaryGNN
+def build_boundary_gnn(n_features: int = 18, hidden: int = 48, layers: int = 3, face_head: bool = False,
+                       face_geometry: bool = False, bag: int = 1):
+    """Tooth-vs-gingiva boundary refiner on an IOS mesh (see ``ToothMCLCore.models.boundary_gnn``);
+    with ``bag`` > 1, that many refiners whose logits are averaged (``BoundaryBag``)."""
+    from .boundary_gnn import BoundaryBag, BoundaryGNN
 
-    return BoundaryGNN(n_features, hidden, layers, face_head)
+    if int(bag) < 1:
+        raise ValueError(f"bag must be at least 1 (got {bag})")
+    if int(bag) == 1:
+        return BoundaryGNN(n_features, hidden, layers, face_head, face_geometry)
+    return BoundaryBag([BoundaryGNN(n_features, hidden, layers, face_head, face_geometry) for _ in range(int(bag))])
 
 
 ARCHITECTURES: dict[str, Callable[..., Any]] = {

@@ -12,15 +12,15 @@ by patient as ``training/train_ios_real.py`` does), each followed by its test-sp
    ``OUT/v1_boundary``, named in v1's card, then v1 measured again with it;
 3. ``v2``: ``ios_pt_real_v2`` (``training/configs/ios_meshsegnet_v2.yaml``, the paper's widths
    and depths) in ``OUT/v2``, its card naming the v1 of step 1 as a member;
-4. ``v2_boundary``: the refiner ``ios_boundary_real_v3`` trained on the two networks' mean, named
-   in v2's card, then v2 measured again with it.
+4. ``v2_boundary``: the refiner ``ios_boundary_real_v4`` trained on the two networks' mean
+   (three seeds, their logits averaged), named in v2's card, then v2 measured again with it.
 
 ``OUT/registry.json`` lists the four (``TOOTHMCL_REGISTRY=OUT/registry.json`` makes them the
 models of those names; ``OUT/cache`` is their download cache during the run, so that weights of
 the same name elsewhere never stand in). A finished step is recorded in ``OUT/steps.json`` and
 skipped when the command is run again; an interrupted training resumes from its
 ``last.ckpt``. To ship, copy the four ``.safetensors`` files and their ``.json`` cards into
-``ToothMCLCore/weights/``. About 3.5 hours on 2 CPU cores.
+``ToothMCLCore/weights/``. About 4 hours on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from pathlib import Path
 logger = logging.getLogger("training.retrain_ios_real")
 
 CONFIGS = Path(__file__).parent / "configs"
-#: (step and output folder, network name, training config, ensemble members, refiner name)
+#: (step and output folder, network name, training config, ensemble members, refiner name, refiner options)
 NETWORKS = (
-    ("v1", "ios_pt_real_v1", CONFIGS / "ios_meshsegnet.yaml", (), "ios_boundary_real_v2"),
-    ("v2", "ios_pt_real_v2", CONFIGS / "ios_meshsegnet_v2.yaml", ("ios_pt_real_v1",), "ios_boundary_real_v3"),
+    ("v1", "ios_pt_real_v1", CONFIGS / "ios_meshsegnet.yaml", (), "ios_boundary_real_v2", ("--seeds", "0")),
+    ("v2", "ios_pt_real_v2", CONFIGS / "ios_meshsegnet_v2.yaml", ("ios_pt_real_v1",), "ios_boundary_real_v4",
+     ("--seeds", "0", "1", "2")),
 )
 
 
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of MeshSegNet's <N>_up.vtp / <N>_down.vtp")
     p.add_argument("--out", default="runs/ios_real_all", help="output folder (default: %(default)s)")
-    for step, _, _, _, _ in NETWORKS:
+    for step, *_ in NETWORKS:
         p.add_argument(f"--{step}-set", dest=f"{step}_overrides", action="append", default=[],
                        metavar="SECTION.KEY=VALUE", help=f"override one value of {step}'s training config (repeatable)")
     p.add_argument("--boundary-epochs", type=int, default=120, help="the refiners' epochs (default: %(default)s)")
@@ -120,7 +121,7 @@ def _retrain(args, out: Path) -> int:
         _write_json(steps_file, {**_read_json(steps_file), step: True})
         return True
 
-    for step, name, config, members, refiner in NETWORKS:
+    for step, name, config, members, refiner, refiner_options in NETWORKS:
         folder = out / step
         weights = folder / f"{name}.safetensors"
         train = [*common, "--out", str(folder), "--config", str(config), "--set", f"train.name={name}",
@@ -142,6 +143,7 @@ def _retrain(args, out: Path) -> int:
 
         if not run(f"{step}_boundary", refine, [*common, "--out", str(boundary), "--weights", str(weights),
                                                  "--name", refiner, "--epochs", str(args.boundary_epochs),
+                                                 *refiner_options,
                                                  *(["--limit", str(args.limit)] if args.limit else [])]):
             return 1
     print(f"retrained: {', '.join(sorted(_read_json(registry)))}; registry {registry} (TOOTHMCL_REGISTRY={registry} "

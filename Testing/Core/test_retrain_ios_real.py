@@ -40,11 +40,14 @@ def test_one_command_trains_both_networks_and_both_refiners_and_names_them(retra
     registry = json.loads((out / "registry.json").read_text())
     assert {name: entry["task"] for name, entry in registry.items()} == {
         "ios_pt_real_v1": "ios_teeth", "ios_pt_real_v2": "ios_teeth",
-        "ios_boundary_real_v2": "ios_boundary", "ios_boundary_real_v3": "ios_boundary"}
+        "ios_boundary_real_v2": "ios_boundary", "ios_boundary_real_v4": "ios_boundary"}
     v1, v2 = read_card(out / "v1" / "ios_pt_real_v1.json"), read_card(out / "v2" / "ios_pt_real_v2.json")
     assert v1.boundary_model == "ios_boundary_real_v2" and list(v1.members) == []
-    assert v2.boundary_model == "ios_boundary_real_v3" and list(v2.members) == ["ios_pt_real_v1"]
-    assert "averaged with ios_pt_real_v1" in read_card(out / "v2_boundary" / "ios_boundary_real_v3.json").training_data
+    assert v2.boundary_model == "ios_boundary_real_v4" and list(v2.members) == ["ios_pt_real_v1"]
+    refiners = {name: read_card(out / f"{step}_boundary" / f"{name}.json")
+                for step, name in (("v1", "ios_boundary_real_v2"), ("v2", "ios_boundary_real_v4"))}
+    assert "averaged with ios_pt_real_v1" in refiners["ios_boundary_real_v4"].training_data
+    assert refiners["ios_boundary_real_v2"].arch_args["bag"] == 1 and refiners["ios_boundary_real_v4"].arch_args["bag"] == 3
     for card in (v1, v2):
         figures = card.metrics["test_split"]
         assert figures["all"]["scans"] == 14 and figures["boundary_model"] == card.boundary_model
@@ -56,7 +59,7 @@ def test_one_command_trains_both_networks_and_both_refiners_and_names_them(retra
     predictor = IOSPredictor(model="ios_pt_real_v2", device="cpu")
     assert predictor.card.sha256 == sha256_of(out / "v2" / "ios_pt_real_v2.safetensors")
     assert predictor.member_cards[0].sha256 == sha256_of(out / "v1" / "ios_pt_real_v1.safetensors")
-    assert predictor.boundary_card.sha256 == sha256_of(out / "v2_boundary" / "ios_boundary_real_v3.safetensors")
+    assert predictor.boundary_card.sha256 == sha256_of(out / "v2_boundary" / "ios_boundary_real_v4.safetensors")
 
 
 def test_running_it_again_keeps_what_is_finished(retrained, meshsegnet_dir):

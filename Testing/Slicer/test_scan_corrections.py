@@ -253,7 +253,7 @@ def test_automatic_model_choice_takes_each_inputs_own_default(scene, labelled_sc
     assert logic.defaultModel(model) == DEFAULT_IOS_MODEL and logic.defaultModel(volume) == DEFAULT_CBCT_MODEL
     assert {logic.defaultModel(model), logic.defaultModel(volume)} <= set(logic.availableModels())
     # the refiners run inside the models whose cards name them, not alone
-    assert not {"ios_boundary_real_v2", "ios_boundary_real_v3"} & set(logic.availableModels())
+    assert not {"ios_boundary_real_v2", "ios_boundary_real_v4"} & set(logic.availableModels())
     tasks = {kind: read_card(resolve_weights(name)[0].with_suffix(".json")).task
              for kind, name in logic.defaultModels().items()}
     assert tasks == {"scan": "ios_teeth", "volume": "cbct_teeth"}

@@ -32,7 +32,8 @@ Stages (reported to ``progress``; a cancel takes effect between them):
    vs gingiva 0.971 vs 0.968) and worse on the upper (0.967 vs 0.974); averaged, with a refiner
    trained on the average, 0.976 upper and 0.974 lower (Dice 0.955 / 0.967 vs v1's 0.956 / 0.961).
    On the test split the gain shrank to Dice 0.942 vs 0.938 on the lower jaws (upper 0.965 both),
-   tooth vs gingiva 0.974 / 0.963 vs 0.976 / 0.962. It doubles the network's time (5.0 s vs 3.1 s
+   tooth vs gingiva 0.974 / 0.963 vs 0.976 / 0.962 (with the refiner of three seeds now named,
+   ``ios_boundary_real_v4``: 0.976 / 0.965). It doubles the network's time (5.0 s vs 3.1 s
    end to end for a 115k-vertex phantom jaw on 2 cores, ``benchmarks/ios_speed.py``); ``--model
    ios_pt_real_v1`` is the faster single network.
 4. ``postprocess``: unless ``refine`` is off, the boundaries are first settled on the surface

@@ -208,7 +208,7 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
                        f"{len(scans['val'])} validation jaws; the test split never read"),
         intended_use=(f"Re-decides tooth or gingiva near the settled boundary of {ios_card.name}'s segmentation, on "
                       "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
-        notes=(("UNTRAINED: no epoch beat the untrained network on the validation jaws. " if epoch == 0 else "")
+        notes=(_untrained(epoch, seeds)
                + f"BoundaryGNN, {epochs} epochs (best: {_listed(epoch)}), AdamW lr 2e-3, weight decay 1e-4, "
                f"seed {_listed(seeds)}; each step on the jaw or its mirror image; "
                + ("loss: binary cross-entropy on the band's vertices plus on the triangles that touch the band "
@@ -220,6 +220,15 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
                + (f"; the {len(seeds)} refiners' logits averaged: {bag_accuracy:.4f}." if len(seeds) > 1 else ".")),
         metrics={"training_log": _training_log(log, seeds)},
     )
+
+
+def _untrained(epochs, seeds) -> str:
+    """The card's warning when a seed kept its untrained weights (best epoch 0), else ""."""
+    epochs = epochs if isinstance(epochs, (list, tuple)) else [epochs]
+    untrained = [seed for seed, epoch in zip(seeds, epochs) if epoch == 0]
+    if not untrained:
+        return ""
+    return (f"UNTRAINED (seed {_listed(untrained)}): no epoch beat the untrained network on the validation jaws. ")
 
 
 def _listed(values, spec: str = "") -> str:

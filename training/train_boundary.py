@@ -30,8 +30,8 @@ two networks' probabilities, :class:`~ToothMCLCore.inference.ios.IOSPredictor`).
    maximum and minimum of its vertices' states
    (:class:`~ToothMCLCore.models.boundary_gnn.BoundaryGNN`). ``--seeds 0 1 2``: one refiner
    per seed, each choosing its own epoch, stored in one file whose logits are their mean
-   (:class:`~ToothMCLCore.models.boundary_gnn.BoundaryBag`). The scans' median edge lengths on the training jaws, widened by
-   :data:`EDGE_MARGIN` each way, become the range the refiner runs on.
+   (:class:`~ToothMCLCore.models.boundary_gnn.BoundaryBag`). The scans' median edge lengths on
+   the training jaws, widened by :data:`EDGE_MARGIN` each way, become the range the refiner runs on.
 4. **Card and check**: ``OUT/<name>.safetensors`` and its card (task ``ios_boundary``), then the
    validation split through the whole pipeline without and with the refiner (mean per-tooth
    Dice, tooth vs gingiva), written into the card. The test split is not read here: it is

@@ -345,7 +345,8 @@ def test_train_boundary_averages_one_refiner_per_seed(meshsegnet_dir, tmp_path, 
 
     out = tmp_path / "bag"
     assert main(["--data", str(meshsegnet_dir), "--out", str(out), "--limit", "1", "--epochs", "2", "--hidden", "8",
-                 "--seeds", "0", "1", "--face-geometry", "--no-validation-figures", "--name", "ios_boundary_bag_v1"]) == 0
+                 "--seeds", "0", "1", "--face-geometry", "--no-validation-figures",
+                 "--name", "ios_boundary_bag_v1"]) == 0
     weights = out / "ios_boundary_bag_v1.safetensors"
     card = read_card(weights.with_suffix(".json"))
     assert card.arch_args["bag"] == 2 and card.arch_args["face_geometry"] is True

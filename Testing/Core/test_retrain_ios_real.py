@@ -47,7 +47,8 @@ def test_one_command_trains_both_networks_and_both_refiners_and_names_them(retra
     refiners = {name: read_card(out / f"{step}_boundary" / f"{name}.json")
                 for step, name in (("v1", "ios_boundary_real_v2"), ("v2", "ios_boundary_real_v4"))}
     assert "averaged with ios_pt_real_v1" in refiners["ios_boundary_real_v4"].training_data
-    assert refiners["ios_boundary_real_v2"].arch_args["bag"] == 1 and refiners["ios_boundary_real_v4"].arch_args["bag"] == 3
+    assert refiners["ios_boundary_real_v2"].arch_args["bag"] == 1
+    assert refiners["ios_boundary_real_v4"].arch_args["bag"] == 3
     for card in (v1, v2):
         figures = card.metrics["test_split"]
         assert figures["all"]["scans"] == 14 and figures["boundary_model"] == card.boundary_model

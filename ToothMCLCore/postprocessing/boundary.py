@@ -77,12 +77,13 @@ the whole pipeline); the mean of the three logits beat each of them (0.977 / 0.9
 in one command (``training/train_boundary.py --seeds 0 1 2``): validation Dice 0.9581 / 0.9685,
 tooth vs gingiva 0.9782 / 0.9742; on the test split, read once after the choice, Dice 0.967 /
 0.944 and tooth vs gingiva 0.976 / 0.965 (up on 11 of the 14 jaws); the refiner's step takes
-0.20 s per jaw instead of 0.08 s (about 5,000 vertices, 2 cores), out of about 2.6 s. Tried and not shipped: a face head that also reads the triangle's own shape (its edges'
-creases and normal cosines, its tilt and area) and the maximum and minimum of its corners'
-states (``--face-geometry``): its single seeds were better on average (0.9758 / 0.9731 against
-0.9745 / 0.9720), but the mean of three was 0.0005 worse on the upper validation jaws (0.9765
-vs 0.9770) and 0.002 better on the lower ones (0.9761 vs 0.9740), which failed the rule written
-before (better on both jaws).
+0.20 s per jaw instead of 0.08 s (about 5,000 vertices, 2 cores), out of about 2.6 s. Tried and
+not shipped: a face head that also reads the triangle's own shape (its edges' creases and normal
+cosines, its tilt and area) and the maximum and minimum of its corners' states
+(``--face-geometry``): its single seeds were better on average (0.9758 / 0.9731 against 0.9745 /
+0.9720), but the mean of three was 0.0005 worse on the upper validation jaws (0.9765 vs 0.9770)
+and 0.002 better on the lower ones (0.9761 vs 0.9740), which failed the rule written before
+(better on both jaws).
 """
 
 from __future__ import annotations

@@ -185,9 +185,11 @@ def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
     return figures
 
 
-def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, scans: dict, epoch: int, accuracy: float,
-                 log, face_head: bool = True, face_geometry: bool = False, seeds: tuple = (0,), bag_accuracy=None):
-    """The refiner's card (before its SHA-256): what it was trained for and on, the scans' edge range."""
+def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, scans: dict, seeds: tuple,
+                 best_epochs: list, accuracies: list, logs: list, bag_accuracy: float, face_head: bool = True,
+                 face_geometry: bool = False):
+    """The refiner's card (before its SHA-256): what it was trained for and on, the scans' edge range.
+    ``best_epochs``, ``accuracies`` and ``logs`` have one entry per seed (:func:`train_bag`)."""
     from ToothMCLCore.config import ModelCard
     from ToothMCLCore.postprocessing.boundary import BAND_HOPS, FEATURES
 
@@ -208,57 +210,54 @@ def refiner_card(name: str, hidden: int, layers: int, epochs: int, ios_card, sca
                        f"{len(scans['val'])} validation jaws; the test split never read"),
         intended_use=(f"Re-decides tooth or gingiva near the settled boundary of {ios_card.name}'s segmentation, on "
                       "scans whose median edge lies in preprocess.median_edge_mm. Research use, not a medical device."),
-        notes=(_untrained(epoch, seeds)
-               + f"BoundaryGNN, {epochs} epochs (best: {_listed(epoch)}), AdamW lr 2e-3, weight decay 1e-4, "
+        notes=(_untrained(best_epochs, seeds)
+               + f"BoundaryGNN, {epochs} epochs (best: {_listed(best_epochs)}), AdamW lr 2e-3, weight decay 1e-4, "
                f"seed {_listed(seeds)}; each step on the jaw or its mirror image; "
                + ("loss: binary cross-entropy on the band's vertices plus on the triangles that touch the band "
                   "(the labels as drawn); a band vertex follows the vote of its triangles; " if face_head else
                   "loss: binary cross-entropy on the band's vertices; ")
                + ("the face head also reads its triangle's shape and the max and min of its vertices' states; "
                   if face_geometry else "")
-               + f"validation tooth vs gingiva with the band re-decided: {_listed(accuracy, '.4f')}"
+               + f"validation tooth vs gingiva with the band re-decided: {_listed(accuracies, '.4f')}"
                + (f"; the {len(seeds)} refiners' logits averaged: {bag_accuracy:.4f}." if len(seeds) > 1 else ".")),
-        metrics={"training_log": _training_log(log, seeds)},
+        metrics={"training_log": _training_log(logs, seeds)},
     )
 
 
 def _untrained(epochs, seeds) -> str:
     """The card's warning when a seed kept its untrained weights (best epoch 0), else ""."""
-    epochs = epochs if isinstance(epochs, (list, tuple)) else [epochs]
     untrained = [seed for seed, epoch in zip(seeds, epochs) if epoch == 0]
     if not untrained:
         return ""
-    return (f"UNTRAINED (seed {_listed(untrained)}): no epoch beat the untrained network on the validation jaws. ")
+    return f"UNTRAINED (seed {_listed(untrained)}): no epoch beat the untrained network on the validation jaws. "
 
 
 def _listed(values, spec: str = "") -> str:
-    """``values`` as "a" or "a, b, c" (one per seed)."""
-    values = values if isinstance(values, (list, tuple)) else [values]
+    """``values`` (one per seed) as "a" or "a, b, c"."""
     return ", ".join(format(v, spec) for v in values)
 
 
 def _training_log(logs, seeds) -> list[dict]:
     """The card's training log: one row per validation, with its seed when several were trained."""
-    logs = logs if len(seeds) > 1 else [logs]
     return [{**({"seed": seed} if len(seeds) > 1 else {}), "epoch": e,
              "loss": None if np.isnan(loss) else round(loss, 5), "val_tooth_vs_gingiva": round(acc, 5)}
             for seed, log in zip(seeds, logs) for e, loss, acc in log]
 
 
 def train_bag(train_scans: list[dict], val_scans: list[dict], seeds, **options):
-    """(refiner, epochs, validation accuracies, logs, the bag's validation accuracy): :func:`train`
-    once per seed, each choosing its own epoch; several are averaged in a
+    """(refiner, best epochs, validation accuracies, logs: one per seed, the refiner's validation
+    accuracy): :func:`train` once per seed, each choosing its own epoch; several are averaged in a
     :class:`~ToothMCLCore.models.boundary_gnn.BoundaryBag`, one is returned as it is."""
     from ToothMCLCore.models.boundary_gnn import BoundaryBag
 
-    runs = [train(train_scans, val_scans, seed=seed, **options) for seed in seeds]
-    if len(runs) == 1:
-        model, epoch, accuracy, log = runs[0]
-        return model, epoch, accuracy, log, accuracy
-    bag = BoundaryBag([r[0] for r in runs])
+    models, best_epochs, accuracies, logs = zip(*(train(train_scans, val_scans, seed=seed, **options)
+                                                  for seed in seeds))
+    if len(models) == 1:
+        return models[0], list(best_epochs), list(accuracies), list(logs), accuracies[0]
+    bag = BoundaryBag(list(models))
     bag_accuracy = band_accuracy(bag, val_scans)
     bag.eval()  # band_accuracy leaves it in training mode
-    return bag, [r[1] for r in runs], [r[2] for r in runs], [r[3] for r in runs], bag_accuracy
+    return bag, list(best_epochs), list(accuracies), list(logs), bag_accuracy
 
 
 def main(argv=None) -> int:
@@ -325,11 +324,11 @@ def main(argv=None) -> int:
         if args.face_geometry and not face_head:
             raise InvalidInputError("--face-geometry needs the face head: drop --no-face-head")
         seeds = tuple(dict.fromkeys(args.seeds))
-        model, epoch, accuracy, log, bag_accuracy = train_bag(
+        model, best_epochs, accuracies, logs, bag_accuracy = train_bag(
             scans["train"], scans["val"], seeds, epochs=args.epochs, hidden=args.hidden, layers=args.layers,
             face_head=face_head, face_geometry=args.face_geometry)
-        card = refiner_card(args.name, args.hidden, args.layers, args.epochs, predictor.card, scans, epoch, accuracy,
-                            log, face_head, args.face_geometry, seeds, bag_accuracy)
+        card = refiner_card(args.name, args.hidden, args.layers, args.epochs, predictor.card, scans, seeds,
+                            best_epochs, accuracies, logs, bag_accuracy, face_head, args.face_geometry)
         weights = out / f"{args.name}.safetensors"
         card = save_checkpoint(model, card, weights)
         registry, _ = write_registry_entry(weights)
@@ -343,7 +342,7 @@ def main(argv=None) -> int:
     except ToothMCLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"refiner (best epoch {_listed(epoch)}, validation tooth vs gingiva {_listed(accuracy, '.4f')}"
+    print(f"refiner (best epoch {_listed(best_epochs)}, validation tooth vs gingiva {_listed(accuracies, '.4f')}"
           + (f", averaged {bag_accuracy:.4f}" if len(seeds) > 1 else "") + f"): {weights}")
     print(f"registry entry: {registry} (name it in an IOS model card's boundary_model, with TOOTHMCL_REGISTRY={registry})")
     return 0

@@ -30,8 +30,6 @@ EDGE_FEATURES = 6
 #: per-triangle shape inputs of a ``face_geometry`` face head: its three edges' convexities and normal
 #: cosines (each sorted), its normal's occlusal component, its area (:func:`face_shape`)
 FACE_FEATURES = 8
-#: column of ``normal_occlusal`` in the vertex inputs (:data:`ToothMCLCore.postprocessing.boundary.FEATURES`)
-_NORMAL_OCCLUSAL = 11
 
 
 def face_shape(features: torch.Tensor, edge_index: torch.Tensor, edge_features: torch.Tensor,
@@ -43,6 +41,8 @@ def face_shape(features: torch.Tensor, edge_index: torch.Tensor, edge_features: 
     of the three vertex normals' (so the mesh's winding, and the mirror image, do not change it).
     Every column is the same for a scan and its mirror image.
     """
+    from ..postprocessing.boundary import FEATURES
+
     count = len(features)
     key = edge_index[0] * count + edge_index[1]
     order = torch.argsort(key)
@@ -60,7 +60,7 @@ def face_shape(features: torch.Tensor, edge_index: torch.Tensor, edge_features: 
     vectors = e[..., :3] * e[..., 3:4]
     cross = torch.linalg.cross(vectors[:, 0], -vectors[:, 2], dim=1)
     norm = torch.linalg.vector_norm(cross, dim=1)
-    side = torch.where(features[faces, _NORMAL_OCCLUSAL].mean(1) >= 0, 1.0, -1.0)
+    side = torch.where(features[faces, FEATURES.index("normal_occlusal")].mean(1) >= 0, 1.0, -1.0)
     occlusal = side * cross[:, 2].abs() / norm.clamp(min=1e-12)
     return torch.cat([convexity, cosine, occlusal[:, None], (0.5 * norm)[:, None]], dim=1)
 

@@ -367,3 +367,28 @@ def test_train_boundary_averages_one_refiner_per_seed(meshsegnet_dir, tmp_path, 
         np.testing.assert_allclose(bag.face_logits(*x)[0].numpy(), mean.numpy(), rtol=1e-5, atol=1e-5)
     result = predictor.predict(scan, jaw)
     assert result.provenance["boundary_model"] == "ios_boundary_bag_v1"
+
+
+def test_train_boundary_checks_a_recipe_out_of_fold_without_writing_a_refiner(meshsegnet_dir, tmp_path, capsys):
+    """``--out-of-fold 2`` re-decides every training and validation jaw with a refiner that never
+    saw its patient, writes the per-jaw figures and no weights; more folds than patients is refused."""
+    import json
+
+    from training.train_boundary import main
+
+    out = tmp_path / "oof"
+    quick = ["--data", str(meshsegnet_dir), "--out", str(out), "--limit", "2", "--epochs", "1", "--hidden", "8",
+             "--seeds", "0"]
+    assert main([*quick, "--out-of-fold", "9"]) == 1  # refused before any jaw is segmented
+    assert "give 2 to" in capsys.readouterr().err and not (out / "out_of_fold.json").exists()
+    assert main([*quick, "--out-of-fold", "2"]) == 0
+    result = json.loads((out / "out_of_fold.json").read_text())
+    jaws = set(result["per_jaw"])
+    patients = {case.rsplit("_", 1)[0] for case in jaws}
+    assert len(jaws) == 4 and all(0.5 < value <= 1.0 for value in result["per_jaw"].values())
+    assert sorted(p for fold in result["folds"] for p in fold) == sorted(patients) and all(result["folds"])
+    for jaw in ("upper", "lower"):
+        values = [v for case, v in result["per_jaw"].items() if case.endswith(jaw)]
+        assert result[jaw] == pytest.approx(np.mean(values), abs=1e-5)
+    assert "out of fold, tooth vs gingiva" in capsys.readouterr().out
+    assert not list(out.glob("*.safetensors"))

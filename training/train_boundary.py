@@ -42,8 +42,8 @@ two networks' probabilities, :class:`~ToothMCLCore.inference.ios.IOSPredictor`).
 patient over the training and validation jaws, each fold's jaws re-decided by a refiner trained on
 the others (the first seed, ``--epochs`` epochs, no epoch chosen), written to
 ``OUT/out_of_fold.json``. The recipes compared in :mod:`ToothMCLCore.postprocessing.boundary`
-("Where the refiner stands") were compared this way, e.g.
-``--out-of-fold 3 --epochs 60 --seeds 0 --layers 6``.
+("Where the refiner stands") were compared this way (``--out-of-fold 3 --epochs 60 --seeds 0``:
+0.9721 / 0.9705 upper / lower, about 20 minutes on 2 cores; ``--layers 6`` for six rounds).
 
 To ship it, copy ``OUT/<name>.safetensors`` and its ``.json`` into ``ToothMCLCore/weights/`` and
 name it in the IOS model's card (``"boundary_model"``). ``OUT/registry.json`` holds its registry

@@ -90,9 +90,9 @@ three folds by patient over the 55 training and validation jaws, one seed, 60 ep
 selection, tooth vs gingiva with the band re-decided, upper / lower). v4's recipe: 0.9711 /
 0.9705 (``training/train_boundary.py --out-of-fold 3 --epochs 60 --seeds 0`` gives 0.9721 /
 0.9705: its inputs come from the k-d tree neighbour search, the experiments' from the earlier
-brute-force one, so differences under 0.001 are noise). No change tried since gains more than 0.001 on either jaw: the face geometry above 0.9716 /
-0.9688 (so its validation gain was noise); six rounds of messages instead of four 0.9707 /
-0.9712; the nearest tooth's context as inputs (depth below its top, absolute and relative to its
+brute-force one, so differences under 0.001 are noise). No change tried since gains more than
+0.001 on either jaw: the face geometry above 0.9716 / 0.9688 (so its validation gain was noise);
+six rounds of messages instead of four 0.9707 / 0.9712; the nearest tooth's context as inputs (depth below its top, absolute and relative to its
 height, distance from its axis over its radius, distance to the next tooth, its type, the jaw)
 0.9710 / 0.9707; a minimum cut over the triangles after the refiner (their logits against a
 Potts term on shared edges, weighted by length or by crease) 0.9713 / 0.9703 at its lightest and

@@ -98,7 +98,8 @@ def scan_inputs(predictor, case, scan_file: Path) -> dict:
     edges = mesh_edges(faces)
     features, edge_index, edge_features, band = boundary_inputs(net.points, net.point_normals, net.mesh.faces,
                                                                  1.0 - net.probs[:, 0], labels > 0, edges)
-    return {"case": case.case_id, "features": features, "edge_index": edge_index, "edge_features": edge_features,
+    return {"case": case.case_id, "patient": case.patient_id, "features": features, "edge_index": edge_index,
+            "edge_features": edge_features,
             "band": band, "tooth": labels > 0, "truth": truth, "faces": faces, "face_truth": face_truth,
             "face_band": band[faces].any(axis=1), "median_edge_mm": median_edge_mm(net.points, edges)}
 
@@ -203,13 +204,13 @@ def out_of_fold(scans: list[dict], folds: int, seed: int = 0, **options) -> dict
         ``{"folds": [[patient ids]], "per_jaw": {case: tooth vs gingiva}, "upper": mean,
         "lower": mean}`` (a jaw type with no jaw has no mean).
     """
-    patients = check_folds(folds, [s["case"] for s in scans])
+    patients = check_folds(folds, [s["patient"] for s in scans])
     order = np.random.default_rng(0).permutation(patients)
     fold_of = {patient: i % folds for i, patient in enumerate(order)}
     per_jaw = {}
     for k in range(folds):
-        held_out = [s for s in scans if fold_of[_patient(s["case"])] == k]
-        model, *_ = train([s for s in scans if fold_of[_patient(s["case"])] != k], [], seed=seed, **options)
+        held_out = [s for s in scans if fold_of[s["patient"]] == k]
+        model, *_ = train([s for s in scans if fold_of[s["patient"]] != k], [], seed=seed, **options)
         for s in held_out:
             per_jaw[s["case"]] = band_accuracy(model, [s])
         logger.info("fold %d of %d: %s", k + 1, folds, ", ".join(f"{s['case']} {per_jaw[s['case']]:.4f}"
@@ -223,18 +224,15 @@ def out_of_fold(scans: list[dict], folds: int, seed: int = 0, **options) -> dict
     return result
 
 
-def check_folds(folds: int, case_ids: list[str]) -> list[str]:
-    """The sorted patients of ``case_ids``; raises InvalidInputError unless 2 <= ``folds`` <= their number."""
+def check_folds(folds: int, patient_ids: list[str]) -> list[str]:
+    """The sorted distinct ``patient_ids`` (one per jaw); raises InvalidInputError unless 2 <= ``folds`` <=
+    their number."""
     from ToothMCLCore.errors import InvalidInputError
 
-    patients = sorted({_patient(case) for case in case_ids})
+    patients = sorted(set(patient_ids))
     if not 2 <= folds <= len(patients):
         raise InvalidInputError(f"--out-of-fold {folds}: give 2 to {len(patients)} folds (one per patient at most)")
     return patients
-
-
-def _patient(case_id: str) -> str:
-    return case_id.rsplit("_", 1)[0]
 
 
 def validation_figures(ios_weights: Path, refiner: Path, dataset) -> dict:
@@ -378,7 +376,7 @@ def main(argv=None) -> int:
         limit = args.limit or None
         scan_files = {f"{patient}_{jaw}": path for patient, jaw, path in find_cases(Path(args.data))}
         if args.out_of_fold:
-            check_folds(args.out_of_fold, [case.case_id for split in ("train", "val")
+            check_folds(args.out_of_fold, [case.patient_id for split in ("train", "val")
                                            for case in dataset.split(split)[:limit]])
         scans = {}
         for split in ("train", "val"):

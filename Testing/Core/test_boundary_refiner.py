@@ -375,6 +375,7 @@ def test_train_boundary_checks_a_recipe_out_of_fold_without_writing_a_refiner(me
     import json
 
     from training.train_boundary import main
+    from training.train_ios_real import convert
 
     out = tmp_path / "oof"
     quick = ["--data", str(meshsegnet_dir), "--out", str(out), "--limit", "2", "--epochs", "1", "--hidden", "8",
@@ -384,7 +385,8 @@ def test_train_boundary_checks_a_recipe_out_of_fold_without_writing_a_refiner(me
     assert main([*quick, "--out-of-fold", "2"]) == 0
     result = json.loads((out / "out_of_fold.json").read_text())
     jaws = set(result["per_jaw"])
-    patients = {case.rsplit("_", 1)[0] for case in jaws}
+    dataset = convert(meshsegnet_dir, out / "export")  # the export the command made, reused
+    patients = {case.patient_id for split in ("train", "val") for case in dataset.split(split) if case.case_id in jaws}
     assert len(jaws) == 4 and all(0.5 < value <= 1.0 for value in result["per_jaw"].values())
     assert sorted(p for fold in result["folds"] for p in fold) == sorted(patients) and all(result["folds"])
     for jaw in ("upper", "lower"):

@@ -216,33 +216,53 @@ def test_given_a_card_with_sampling_passes_the_predictor_samples_as_the_model_wa
     assert IOSPredictor(weights=tiny_ios_weights, device="cpu").passes == DEFAULT_PASSES == 6
 
 
-def _publish_second_network(tmp_path, monkeypatch, tiny_ios_weights, **preprocess):
-    """A differently initialised tiny Point Transformer published as ``ios_pt_tiny_b_v1`` in a
-    ``$TOOTHMCL_REGISTRY`` file (file:// URL), and a copy of the tiny weights whose card names
-    it as an ensemble member. Returns (ensemble weights, member weights)."""
+def _publish_networks(tmp_path, monkeypatch, tiny_ios_weights, members, **preprocess):
+    """Differently initialised tiny Point Transformers published in a ``$TOOTHMCL_REGISTRY``
+    file (file:// URLs): ``members`` maps each name to the names its own card lists as members.
+    Returns {name: weights path}."""
     import torch
 
     from ToothMCLCore.config import ModelCard
     from ToothMCLCore.models import build_model
     from ToothMCLCore.models.checkpoint import card_path, save_checkpoint, sha256_of
 
-    main_card = json.loads(card_path(tiny_ios_weights).read_text())
-    arch = main_card["arch_args"]
-    torch.manual_seed(1)
-    member = tmp_path / "server" / "ios_pt_tiny_b_v1.safetensors"
-    member.parent.mkdir()
-    card = ModelCard(name="ios_pt_tiny_b_v1", version="0.0.1", task="ios_teeth", architecture="point_transformer",
-                     arch_args=arch, class_scheme="ios", preprocess={"n_points": 2048, **preprocess})
-    save_checkpoint(build_model("point_transformer", arch), card, member)
+    arch = json.loads(card_path(tiny_ios_weights).read_text())["arch_args"]
+    server = tmp_path / "server"
+    server.mkdir()
+    paths, entries = {}, {}
+    for seed, (name, its_members) in enumerate(members.items(), start=1):
+        torch.manual_seed(seed)
+        paths[name] = server / f"{name}.safetensors"
+        card = ModelCard(name=name, version="0.0.1", task="ios_teeth", architecture="point_transformer",
+                         arch_args=arch, class_scheme="ios", preprocess={"n_points": 2048, **preprocess},
+                         members=list(its_members))
+        save_checkpoint(build_model("point_transformer", arch), card, paths[name])
+        entries[name] = {"url": paths[name].as_uri(), "sha256": sha256_of(paths[name]), "task": "ios_teeth"}
     registry = tmp_path / "registry.json"
-    registry.write_text(json.dumps({"ios_pt_tiny_b_v1": {"url": member.as_uri(), "sha256": sha256_of(member),
-                                                         "task": "ios_teeth"}}))
+    registry.write_text(json.dumps(entries))
     monkeypatch.setenv("TOOTHMCL_REGISTRY", str(registry))
     monkeypatch.setenv("TOOTHMCL_CACHE", str(tmp_path / "cache"))
+    return paths
+
+
+def _with_members(tmp_path, tiny_ios_weights, members):
+    """A copy of the tiny weights whose card names ``members``."""
+    from ToothMCLCore.models.checkpoint import card_path
+
     ensemble = tmp_path / "ios_pt_tiny_v1.safetensors"
     ensemble.write_bytes(tiny_ios_weights.read_bytes())
-    card_path(ensemble).write_text(json.dumps({**main_card, "members": ["ios_pt_tiny_b_v1"]}))
-    return ensemble, member
+    card_path(ensemble).write_text(json.dumps({**json.loads(card_path(tiny_ios_weights).read_text()),
+                                               "members": list(members)}))
+    return ensemble
+
+
+def _publish_second_network(tmp_path, monkeypatch, tiny_ios_weights, **preprocess):
+    """A differently initialised tiny Point Transformer published as ``ios_pt_tiny_b_v1``, and a
+    copy of the tiny weights whose card names it as an ensemble member. Returns (ensemble
+    weights, member weights)."""
+    member = _publish_networks(tmp_path, monkeypatch, tiny_ios_weights, {"ios_pt_tiny_b_v1": ()},
+                               **preprocess)["ios_pt_tiny_b_v1"]
+    return _with_members(tmp_path, tiny_ios_weights, ["ios_pt_tiny_b_v1"]), member
 
 
 def test_a_card_naming_members_averages_their_probabilities(tmp_path, monkeypatch, ios_phantoms, tiny_ios_weights):
@@ -264,6 +284,32 @@ def test_a_card_naming_members_averages_their_probabilities(tmp_path, monkeypatc
     result = both.predict(ios_phantoms["lower"], "lower")
     assert result.provenance["ensemble_members"] == f"ios_pt_tiny_b_v1 0.0.1 {sha256_of(member)}"
     assert alone[0].predict(ios_phantoms["lower"], "lower").provenance["ensemble_members"] == ""
+
+
+def test_a_member_that_is_itself_an_ensemble_counts_each_network_once(tmp_path, monkeypatch, ios_phantoms,
+                                                                       tiny_ios_weights):
+    """A card naming b and c, where b's own card names c, averages three networks, each once (not
+    c twice); a card naming b without c is refused with what to add, since b alone would silently
+    drop the network b was trained beside."""
+    from ToothMCLCore.errors import WeightsError
+    from ToothMCLCore.inference.ios import IOSPredictor
+    from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
+
+    paths = _publish_networks(tmp_path, monkeypatch, tiny_ios_weights,
+                              {"ios_pt_tiny_b_v1": ["ios_pt_tiny_c_v1"], "ios_pt_tiny_c_v1": ()})
+    scan, jaw = prepare_scan_and_jaw(ios_phantoms["lower"], "lower")
+    three = IOSPredictor(weights=_with_members(tmp_path, tiny_ios_weights, ["ios_pt_tiny_b_v1", "ios_pt_tiny_c_v1"]),
+                         device="cpu", passes=1)
+    singles = [IOSPredictor(weights=tiny_ios_weights, device="cpu", passes=1),
+               IOSPredictor(weights=paths["ios_pt_tiny_c_v1"], device="cpu", passes=1)]
+    b_alone = IOSPredictor(weights=paths["ios_pt_tiny_b_v1"], device="cpu", passes=1)  # b's own card: b and c
+    main, c, b_and_c = (p.network_probabilities(scan, jaw).probs for p in (*singles, b_alone))
+    b = 2 * b_and_c - c
+    np.testing.assert_allclose(three.network_probabilities(scan, jaw).probs, (main + b + c) / 3, atol=1e-5)
+    assert len(three.member_nets) == 2
+
+    with pytest.raises(WeightsError, match="name ios_pt_tiny_c_v1 in ios_pt_tiny_v1's members too"):
+        IOSPredictor(weights=_with_members(tmp_path, tiny_ios_weights, ["ios_pt_tiny_b_v1"]), device="cpu")
 
 
 def test_a_member_that_samples_differently_is_refused(tmp_path, monkeypatch, tiny_ios_weights):

@@ -262,7 +262,12 @@ class IOSPredictor:
 
     def _load_member(self, name: str):
         """(network, card) of ensemble member ``name`` (the card's ``members``), checked to read
-        the same sampled points as the main network and to give the same classes."""
+        the same sampled points as the main network and to give the same classes.
+
+        A member that is itself an ensemble contributes its own network only, and the card must
+        name that member's members as well: each network is then loaded once and weighs the
+        same, whatever the nesting (a card naming v2 and v1, where v2 names v1, averages three
+        networks, not v1 twice)."""
         net, card = _load(None, name, self.device)
         mine = self.card.preprocess
         if card.task != "ios_teeth" or card.class_scheme != self.card.class_scheme:
@@ -274,8 +279,11 @@ class IOSPredictor:
                 raise WeightsError(f"{self.card.name} names {name} as an ensemble member, but their {key} differ "
                                    f"({mine.get(key, default)} vs {card.preprocess.get(key, default)}): members run "
                                    "on the same sampled points, so fix one of the two cards")
-        if card.members:
-            raise WeightsError(f"{name} is itself an ensemble; {self.card.name} may name single networks only")
+        missing = [m for m in card.members if m not in self.card.members]
+        if missing:
+            raise WeightsError(f"{name} is itself an ensemble (of its own network and {', '.join(card.members)}), and "
+                               f"{self.card.name} loads only each member's own network: name "
+                               f"{', '.join(missing)} in {self.card.name}'s members too")
         return net, card
 
     def _boundary_applies(self, points: np.ndarray, edges: np.ndarray | None) -> bool:

@@ -99,7 +99,9 @@ Potts term on shared edges, weighted by length or by crease) 0.9713 / 0.9703 at 
 worse as it weighs more; a bias on the logits of -0.5 to +0.5, 0.0003 at most. With half the
 training patients it falls to 0.9695 / 0.9692, so adding the seven validation jaws would gain
 about 0.0003. What is left lies on the drawn boundary itself (85 % of the wrong vertices touch
-it): the lever is the point network's probabilities, not this step.
+it): the lever is the point network's probabilities, not this step. (The paper's exact Point
+Transformer as a third network made them worse, not better: trained on the three networks' mean,
+this recipe's three seeds reached 0.969 on the validation jaws on average, against 0.974 on v4's.)
 """
 
 from __future__ import annotations

@@ -290,7 +290,7 @@ def test_a_member_that_is_itself_an_ensemble_counts_each_network_once(tmp_path, 
                                                                        tiny_ios_weights):
     """A card naming b and c, where b's own card names c, averages three networks, each once (not
     c twice); a card naming b without c is refused with what to add, since b alone would silently
-    drop the network b was trained beside."""
+    drop the network b was trained beside; so is a card naming a network twice, or itself."""
     from ToothMCLCore.errors import WeightsError
     from ToothMCLCore.inference.ios import IOSPredictor
     from ToothMCLCore.inference.ios_common import prepare_scan_and_jaw
@@ -310,6 +310,9 @@ def test_a_member_that_is_itself_an_ensemble_counts_each_network_once(tmp_path, 
 
     with pytest.raises(WeightsError, match="name ios_pt_tiny_c_v1 in ios_pt_tiny_v1's members too"):
         IOSPredictor(weights=_with_members(tmp_path, tiny_ios_weights, ["ios_pt_tiny_b_v1"]), device="cpu")
+    for twice in (["ios_pt_tiny_c_v1", "ios_pt_tiny_c_v1"], ["ios_pt_tiny_v1", "ios_pt_tiny_c_v1"]):
+        with pytest.raises(WeightsError, match="name a network twice or the card's own network"):
+            IOSPredictor(weights=_with_members(tmp_path, tiny_ios_weights, twice), device="cpu")
 
 
 def test_a_member_that_samples_differently_is_refused(tmp_path, monkeypatch, tiny_ios_weights):

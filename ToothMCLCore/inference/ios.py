@@ -163,7 +163,11 @@ class IOSPredictor:
         if self.card.task != "ios_teeth":
             raise WeightsError(f"{self.card.name} is a {self.card.task!r} model, not an IOS teeth model")
         self.member_nets, self.member_cards = [], []
-        for name in self.card.members:
+        named = list(self.card.members)
+        if self.card.name in named or len(set(named)) != len(named):
+            raise WeightsError(f"{self.card.name}'s members ({', '.join(named)}) name a network twice or the card's "
+                               "own network: each network may be named once, so remove the repeat from its card")
+        for name in named:
             net, card = self._load_member(name)
             self.member_nets.append(net)
             self.member_cards.append(card)
@@ -279,7 +283,7 @@ class IOSPredictor:
                 raise WeightsError(f"{self.card.name} names {name} as an ensemble member, but their {key} differ "
                                    f"({mine.get(key, default)} vs {card.preprocess.get(key, default)}): members run "
                                    "on the same sampled points, so fix one of the two cards")
-        missing = [m for m in card.members if m not in self.card.members]
+        missing = [m for m in card.members if m not in self.card.members and m != self.card.name]
         if missing:
             raise WeightsError(f"{name} is itself an ensemble (of its own network and {', '.join(card.members)}), and "
                                f"{self.card.name} loads only each member's own network: name "

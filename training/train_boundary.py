@@ -99,9 +99,9 @@ def scan_inputs(predictor, case, scan_file: Path) -> dict:
     features, edge_index, edge_features, band = boundary_inputs(net.points, net.point_normals, net.mesh.faces,
                                                                  1.0 - net.probs[:, 0], labels > 0, edges)
     return {"case": case.case_id, "patient": case.patient_id, "features": features, "edge_index": edge_index,
-            "edge_features": edge_features,
-            "band": band, "tooth": labels > 0, "truth": truth, "faces": faces, "face_truth": face_truth,
-            "face_band": band[faces].any(axis=1), "median_edge_mm": median_edge_mm(net.points, edges)}
+            "edge_features": edge_features, "band": band, "tooth": labels > 0, "truth": truth, "faces": faces,
+            "face_truth": face_truth, "face_band": band[faces].any(axis=1),
+            "median_edge_mm": median_edge_mm(net.points, edges)}
 
 
 def band_accuracy(model, scans: list[dict]) -> float:

@@ -92,16 +92,17 @@ selection, tooth vs gingiva with the band re-decided, upper / lower). v4's recip
 0.9705: its inputs come from the k-d tree neighbour search, the experiments' from the earlier
 brute-force one, so differences under 0.001 are noise). No change tried since gains more than
 0.001 on either jaw: the face geometry above 0.9716 / 0.9688 (so its validation gain was noise);
-six rounds of messages instead of four 0.9707 / 0.9712; the nearest tooth's context as inputs (depth below its top, absolute and relative to its
-height, distance from its axis over its radius, distance to the next tooth, its type, the jaw)
-0.9710 / 0.9707; a minimum cut over the triangles after the refiner (their logits against a
-Potts term on shared edges, weighted by length or by crease) 0.9713 / 0.9703 at its lightest and
-worse as it weighs more; a bias on the logits of -0.5 to +0.5, 0.0003 at most. With half the
-training patients it falls to 0.9695 / 0.9692, so adding the seven validation jaws would gain
-about 0.0003. What is left lies on the drawn boundary itself (85 % of the wrong vertices touch
-it): the lever is the point network's probabilities, not this step. (The paper's exact Point
-Transformer as a third network made them worse, not better: trained on the three networks' mean,
-this recipe's three seeds reached 0.969 on the validation jaws on average, against 0.974 on v4's.)
+six rounds of messages instead of four 0.9707 / 0.9712; the nearest tooth's context as inputs
+(depth below its top, absolute and relative to its height, distance from its axis over its
+radius, distance to the next tooth, its type, the jaw) 0.9710 / 0.9707; a minimum cut over the
+triangles after the refiner (their logits against a Potts term on shared edges, weighted by
+length or by crease) 0.9713 / 0.9703 at its lightest and worse as it weighs more; a bias on the
+logits of -0.5 to +0.5, 0.0003 at most. With half the training patients it falls to 0.9695 /
+0.9692, so adding the seven validation jaws would gain about 0.0003. What is left lies on the
+drawn boundary itself (85 % of the wrong vertices touch it): the lever is the point network's
+probabilities, not this step. (The paper's exact Point Transformer as a third network made them
+worse, not better: trained on the three networks' mean, this recipe's three seeds reached 0.969
+on the validation jaws on average, against 0.974 on v4's.)
 """
 
 from __future__ import annotations
